@@ -1,0 +1,85 @@
+"""Command line: arguments -> Config -> supervisor; subcommands `stats` and `demo`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .config import DEFAULT_DEVICE, DRIVERS, START_METHODS, Config, parse_address
+from .errors import ConfigError, EngineError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="IP mirror on a TUN device: every packet sent into the device's network "
+                    "comes back with source and destination swapped.",
+        epilog="subcommands: `python -m engine stats --help`, `python -m engine demo --help`")
+    p.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"device name (default {DEFAULT_DEVICE})")
+    p.add_argument("--address", help="IPv4 address/prefix for a device without one "
+                                      "(default 10.3.0.1/24)")
+    p.add_argument("--address6", help="IPv6 address/prefix for a device without one")
+    p.add_argument("--mtu", type=int, default=1500, help="MTU of a device the engine creates")
+    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
+                   help="pass GSO/TSO super-packets through (IFF_VNET_HDR; default on)")
+    p.add_argument("--batch", type=int, default=64, dest="batch_size", help="frames per batch")
+    p.add_argument("--pool-mib", type=int, default=0,
+                   help="shared frame memory in MiB (default 32 with offload, else 8)")
+    p.add_argument("--spin-us", type=int, default=50,
+                   help="microseconds the reader polls an empty device before sleeping")
+    p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument("--user", help="drop root to this user once the device is open")
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--driver", default="auto", choices=DRIVERS,
+                   help="device backend (default: the platform's; memory: pcap replay)")
+    p.add_argument("--replay", help="memory driver: pcap (LINKTYPE_RAW) of frames to read")
+    p.add_argument("--replay-loops", type=int, default=1, help="memory driver: replay count")
+    p.add_argument("--sink", help="memory driver: pcap to write the mirrored frames to")
+    p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
+    p.add_argument("--start-method", default="spawn", choices=START_METHODS,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--show-topology", action="store_true",
+                   help="print the pipeline and exit")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> Config:
+    return Config(
+        device=a.device, driver=a.driver, workers=a.workers,
+        address=parse_address(a.address, 4, "--address") if a.address else None,
+        address6=parse_address(a.address6, 6, "--address6") if a.address6 else None,
+        mtu=a.mtu, offload=a.offload, batch_size=a.batch_size, pool_mib=a.pool_mib,
+        spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
+        start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
+        replay_loops=a.replay_loops, sink=a.sink)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from . import demo
+        return demo.main(argv[1:])
+    if argv[:1] == ["stats"]:
+        from . import stats_cli
+        return stats_cli.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="engine: %(message)s")
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.show_topology:
+        from .supervisor import topology
+        print(topology(cfg.workers))
+        return 0
+    from .supervisor import Supervisor
+    try:
+        return Supervisor(cfg).run()
+    except EngineError as e:
+        print(f"engine: error: {e}", file=sys.stderr)
+        return 1

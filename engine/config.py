@@ -1,0 +1,159 @@
+"""Frozen engine configuration: every default in one place, validated once.
+
+`Config` never "fixes" a bad value (the scapy anti-pattern of truncating names with a
+warning): anything out of range raises `ConfigError` with a message naming the option.
+Values derived from others (slot size, pool size, ring size) are properties, so there is
+exactly one source of truth for each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import ConfigError
+
+DEFAULT_DEVICE = "mirror0"
+DEFAULT_ADDRESS = "10.3.0.1/24"  # the article's network
+IFNAMSIZ = 16  # linux/if.h: names are at most 15 bytes plus NUL
+VNET_HDR_LEN = 10  # sizeof(struct virtio_net_hdr), linux/virtio_net.h
+MAX_IP_PACKET = 65535  # IPv4 total length / GSO super-packet ceiling
+CACHE_LINE = 64
+MODES = ("tun",)
+DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
+START_METHODS = ("spawn", "forkserver", "fork")
+
+
+def _round_up(n: int, k: int) -> int:
+    return (n + k - 1) // k * k
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs. Build it with `Config.from_args(...)` or the constructor."""
+
+    device: str = DEFAULT_DEVICE
+    mode: str = "tun"
+    driver: str = "auto"
+    workers: int = 4
+    # None means: use what the device already has (or the default when we create it).
+    address: Optional[ipaddress.IPv4Interface] = None
+    address6: Optional[ipaddress.IPv6Interface] = None
+    mtu: int = 1500
+    offload: bool = True
+    batch_size: int = 64
+    pool_mib: int = 0  # 0: the default for the mode (see pool_bytes)
+    spin_us: int = 50
+    duration: Optional[float] = None
+    log_level: str = "info"
+    user: Optional[str] = None
+    stats_interval: float = 0.0
+    stats_file: Optional[str] = None
+    start_method: str = "spawn"
+    wintun_dll: Optional[str] = None
+    # memory driver (tests, kernel-free benchmark): frames replayed from a pcap, output pcap
+    replay: Optional[str] = None
+    replay_loops: int = 1
+    sink: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check(0 < len(self.device.encode()) < IFNAMSIZ and "/" not in self.device
+               and not any(c.isspace() for c in self.device),
+               f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, no '/' or spaces")
+        _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
+        _check(self.driver in DRIVERS, f"--driver {self.driver!r}: one of {', '.join(DRIVERS)}")
+        _check(1 <= self.workers <= 64, f"--workers {self.workers}: between 1 and 64")
+        _check(68 <= self.mtu <= MAX_IP_PACKET, f"--mtu {self.mtu}: between 68 and 65535")
+        _check(self.address6 is None or self.mtu >= 1280,
+               f"--mtu {self.mtu}: IPv6 needs at least 1280")
+        _check(1 <= self.batch_size <= 1024, f"--batch {self.batch_size}: between 1 and 1024")
+        _check(0 <= self.pool_mib <= 4096, f"--pool-mib {self.pool_mib}: between 0 and 4096")
+        _check(0 <= self.spin_us <= 10_000, f"--spin-us {self.spin_us}: between 0 and 10000")
+        _check(self.duration is None or self.duration > 0, "--duration: a positive number of seconds")
+        _check(self.stats_interval >= 0, "--stats-interval: zero or a positive number of seconds")
+        _check(self.start_method in START_METHODS,
+               f"start method {self.start_method!r}: one of {', '.join(START_METHODS)}")
+        _check(self.replay_loops >= 1, "--replay-loops: at least 1")
+        _check(self.driver == "memory" or not (self.replay or self.sink),
+               "--replay and --sink need --driver memory")
+        if self.address is not None:
+            _check_mirror_network(self.address, "--address")
+        if self.address6 is not None:
+            _check_mirror_network(self.address6, "--address6")
+        _check(self.pool_frames >= 8 * self.workers,
+               f"--pool-mib {self.pool_mib}: too small: {self.pool_frames} frames of "
+               f"{self.slot_size} bytes for {self.workers} workers (need {8 * self.workers})")
+
+    # ---- derived sizes -------------------------------------------------------------
+    @property
+    def vnet_hdr_len(self) -> int:
+        """Bytes of virtio_net_hdr in front of every frame (0 without offload)."""
+        return VNET_HDR_LEN if self.offload else 0
+
+    @property
+    def max_frame(self) -> int:
+        """The largest frame a read can return: a GSO super-packet with offload, else the MTU."""
+        return self.vnet_hdr_len + (MAX_IP_PACKET if self.offload else self.mtu)
+
+    @property
+    def slot_size(self) -> int:
+        """Bytes per pool slot: one more than the largest frame, so a read that fills the
+        slot completely is known to be truncated (counted as `too_big`)."""
+        return _round_up(self.max_frame + 1, CACHE_LINE)
+
+    @property
+    def pool_bytes(self) -> int:
+        """Shared frame memory. Defaults: 32 MiB with offload (512 super-packets), else
+        8 MiB (4096 frames at MTU 1500)."""
+        if self.pool_mib:
+            return self.pool_mib << 20
+        return (32 << 20) if self.offload else max(8 << 20, 4096 * self.slot_size)
+
+    @property
+    def pool_frames(self) -> int:
+        """Number of slots in the pool."""
+        return self.pool_bytes // self.slot_size
+
+    @property
+    def rx_ring_frames(self) -> int:
+        """Per-worker ring capacity: a fair share of the pool, so one stuck worker can hold at
+        most its share and the others keep flowing (its excess is dropped as `ring_full`)."""
+        return _pow2_floor(self.pool_frames // self.workers)
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_mirror_network(iface, option: str) -> None:
+    net = iface.network
+    _check(net.num_addresses >= 4,
+           f"{option} {iface}: the mirror needs a prefix with room for peers (at most /30 or /126)")
+    _check(iface.ip != net.network_address and
+           (net.version == 6 or iface.ip != net.broadcast_address),
+           f"{option} {iface}: the device address cannot be the network or broadcast address")
+    _check(not (iface.ip.is_multicast or iface.ip.is_loopback or iface.ip.is_unspecified),
+           f"{option} {iface}: not a unicast address")
+
+
+def parse_address(text: str, version: int, option: str):
+    """'10.3.0.1/24' -> IPv4Interface; a clear ConfigError for anything else."""
+    if "/" not in text:
+        raise ConfigError(f"{option} {text!r}: give a prefix length, e.g. "
+                          f"{'10.3.0.1/24' if version == 4 else '2001:db8::1/64'}")
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError as e:
+        raise ConfigError(f"{option} {text!r}: {e}") from None
+    if iface.version != version:
+        raise ConfigError(f"{option} {text!r}: expected an IPv{version} address")
+    return iface

@@ -1,0 +1,349 @@
+"""The process bodies: reader_loop, worker_loop, writer_loop (and io_loop, which runs the
+reader and writer as two threads of one process for devices that need it). Nothing else
+in the engine ends in `_loop`.
+
+Outbound flow of one frame (numbered as wireguard-go's send.go does):
+
+  1. reader_loop takes a free slot, reads a frame from the device straight into it
+     (one syscall; the only write of the frame's bytes into shared memory).
+  2. It hashes the flow (engine/shard.py) and pushes the descriptor (slot, length) into
+     rx<i> of that flow's worker; one cursor publish and at most one wake-up per batch
+     and ring. No room: the frame is dropped as `ring_full` and its slot reused.
+  3. worker_loop<i> takes a run of descriptors, validates and mirrors the frames in
+     place with numpy (engine/rewrite.py), and pushes every descriptor on to tx<i> with
+     its length, or with length 0 for a dropped frame (its reason is counted here).
+  4. writer_loop writes each frame with a length back to the device (the frame's only
+     read out of shared memory) and returns every slot to the free ring.
+  5. reader_loop takes slots back from the free ring when its private stack runs low.
+
+Ownership: a slot belongs to exactly one stage at a time, and only the stage holding it
+touches its bytes. Every loop is single-threaded and allocation-free per packet; an
+idle loop blocks in poll() (engine/wake.py). Counters are committed once per batch.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import shard, shm
+from .handles import InheritedFd
+from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
+from .stats import DROP_BASE, DROP_REASONS, Counters, F
+from .wake import Sleeper, Waker
+
+# Below this many frames the scalar (pure Python) rewrite and hash beat numpy, whose
+# per-call cost (~1-2 us a call here) dominates small batches. Measured, see docs.
+SMALL_BATCH = 8
+IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd handshake
+BACKPRESSURE_S = 0.002  # how long the reader holds back for a full worker ring
+R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
+R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
+R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a process body needs; pickled into each child at start."""
+
+    prefix: str
+    layout: shm.Layout
+    device: object            # an engine.tun.Device
+    rule: Mirror
+    batch: int
+    spin_s: float
+    efds: Tuple[InheritedFd, ...]   # one eventfd per actor: reader, workers..., writer
+
+    @property
+    def workers(self) -> int:
+        return self.layout.workers
+
+
+def _child_setup() -> None:
+    # Ctrl-C reaches the whole process group; only the supervisor decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stopping(m: shm.Mapped) -> bool:
+    return m.ctl[shm.STOP] != 0
+
+
+# --------------------------------------------------------------------------- reader
+def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
+    if m is None:
+        _child_setup()
+        m = shm.attach(ctx.prefix, ctx.layout)
+    L, dev, W = ctx.layout, ctx.device, ctx.workers
+    frames, views = m.frames, m.slot_views()
+    rx = [m.rx(i) for i in range(W)]
+    free_ring = m.free()
+    wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(W)]
+    watch = [dev.fileno()] if dev.fileno() >= 0 else []
+    sleeper = Sleeper(m.flag(0), ctx.efds[0], watch)
+    cnt = Counters(m.counters[0])
+    c = cnt.c
+    stack = _reclaim_free_slots(m, rx, free_ring)
+    lengths = np.zeros(ctx.batch, np.uint32)
+    o, slot_size, batch = dev.vnet_hdr_len, L.slot_size, ctx.batch
+    hwm = c[F["ring_hwm"]]
+    idle_since = blocked_since = 0.0
+
+    while not _stopping(m):
+        start, n = free_ring.peek(L.free_capacity)
+        if n:
+            stack.extend(free_ring.slot[start:start + n].tolist())
+            free_ring.release(n)
+            continue
+        if not stack:  # every slot is in flight: wait for the writer to return some
+            sleeper.sleep(lambda: free_ring.available() > 0 or _stopping(m), IDLE_TIMEOUT)
+            continue
+        room = min(r.space() for r in rx)
+        if room:
+            blocked_since = 0.0
+        else:
+            # Some worker's ring is full. Hold back for a moment (the kernel queues, or
+            # drops, what we do not read); past BACKPRESSURE_S read anyway and drop the
+            # full ring's frames as ring_full, so one stuck worker cannot stall the rest.
+            now = time.perf_counter()
+            if not blocked_since:
+                blocked_since = now
+            if now - blocked_since < BACKPRESSURE_S:
+                sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
+                continue
+            room = batch
+        take = stack[-min(batch, room):]
+        n = dev.read_batch([views[s] for s in take], lengths)
+        if not n:
+            now = time.perf_counter()
+            if not idle_since:
+                idle_since = now
+            if now - idle_since < ctx.spin_s:
+                continue  # bounded spin: cheaper than sleep + wake when frames come back to back
+            idle_since = 0.0
+            c[F["sleeps"]] += 1
+            cnt.commit()
+            if watch:
+                sleeper.sleep(lambda: _stopping(m), IDLE_TIMEOUT)
+            else:
+                dev.wait(IDLE_TIMEOUT)
+            continue
+        idle_since = 0.0
+        del stack[len(stack) - n:]
+        slots = np.array(take[:n], np.uint32)
+        lens = lengths[:n]
+        c[F["in_frames"]] += n
+        c[F["in_bytes"]] += int(lens.sum())
+        cnt.batch(n)
+        big = lens >= slot_size
+        if big.any():  # the read filled the slot: the frame was truncated
+            c[R_TOO_BIG] += int(big.sum())
+            stack.extend(slots[big].tolist())
+            slots, lens = slots[~big], lens[~big]
+        if W == 1:
+            dest = None
+        elif len(slots) <= SMALL_BATCH:
+            dest = np.array([shard.worker_of_one(views[s], o, ln, W)
+                             for s, ln in zip(slots.tolist(), lens.tolist())], np.intp)
+        else:
+            dest = shard.worker_of(frames, slots, lens, o, W)
+        for i in range(W):
+            if dest is None:
+                s_i, l_i = slots, lens
+            else:
+                sel = dest == i
+                if not sel.any():
+                    continue
+                s_i, l_i = slots[sel], lens[sel]
+            pushed = rx[i].push(s_i, l_i)
+            if pushed < len(s_i):
+                c[R_RING_FULL] += len(s_i) - pushed
+                stack.extend(s_i[pushed:].tolist())
+            c[F["out_frames"]] += pushed
+            fill = rx[i].fill()
+            if fill > hwm:
+                hwm = c[F["ring_hwm"]] = fill
+            wake[i].poke()
+        cnt.commit()
+
+    cnt.commit()
+    m.ctl[shm.READER_DONE] = 1
+    for i in range(W):  # let the workers see that nothing more is coming
+        os.eventfd_write(ctx.efds[1 + i].fd, 1)
+
+
+def _reclaim_free_slots(m: shm.Mapped, rx, free_ring) -> list:
+    """The reader's private stack of free slots. At first start that is every slot; after
+    a restart it is every slot not found in a ring, scanned in pipeline order (rx, tx,
+    free) so a slot moving downstream meanwhile is still seen once; the rest were held
+    by the dead reader."""
+    L = m.layout
+    if all(r.fill() == 0 for r in rx) and m.counters[0][F["in_frames"]] == 0:
+        return list(range(L.pool_frames))
+    seen = np.zeros(L.pool_frames, bool)
+    for ring in (*rx, *(m.tx(i) for i in range(L.workers)), free_ring):
+        _mark(ring, seen)
+    return np.flatnonzero(~seen).tolist()
+
+
+def _mark(ring, seen: np.ndarray) -> None:
+    r, w = ring._cur[8], ring._cur[0]
+    idx = np.arange(r, w, dtype=np.int64) & ring.mask
+    seen[ring.slot[idx]] = True
+
+
+# --------------------------------------------------------------------------- worker
+def worker_loop(ctx: Context, i: int) -> None:
+    _child_setup()
+    m = shm.attach(ctx.prefix, ctx.layout)
+    frames, views = m.frames, m.slot_views()
+    rx, tx = m.rx(i), m.tx(i)
+    writer = Waker(m.flag(ctx.workers + 1), ctx.efds[ctx.workers + 1])
+    sleeper = Sleeper(m.flag(1 + i), ctx.efds[1 + i])
+    cnt = Counters(m.counters[1 + i])
+    c = cnt.c
+    rule, batch = ctx.rule, ctx.batch
+    _drop_duplicates(rx, tx)
+
+    def has_work():
+        return rx.available() > 0 or m.ctl[shm.READER_DONE] != 0
+
+    while True:
+        start, n = rx.peek(batch)
+        if not n:
+            if _stopping(m) and m.ctl[shm.READER_DONE] and not rx.available():
+                break
+            c[F["sleeps"]] += 1
+            cnt.commit()
+            sleeper.sleep(has_work, IDLE_TIMEOUT)
+            continue
+        room = tx.space()
+        if room < n:  # the writer is behind: take what fits, never drop a mirrored frame
+            if not room:
+                sleeper.sleep(lambda: tx.space() > 0, 0.001)
+                continue
+            n = room
+        slots = rx.slot[start:start + n]
+        lens = rx.length[start:start + n]
+        if n <= SMALL_BATCH:
+            reasons = np.array([mirror_frame(rule, views[s], ln) for s, ln in
+                                zip(slots.tolist(), lens.tolist())], np.uint8)
+        else:
+            reasons = mirror_batch(rule, frames, slots, lens)
+        c[F["in_frames"]] += n
+        c[F["in_bytes"]] += int(lens.sum())
+        cnt.batch(n)
+        if reasons.any():
+            out = np.where(reasons == FORWARD, lens, 0).astype(np.uint32)
+            for r, k in enumerate(np.bincount(reasons, minlength=len(DROP_REASONS) + 1)[1:]):
+                c[DROP_BASE + r] += int(k)
+        else:
+            out = lens
+        fwd = int(np.count_nonzero(out))
+        c[F["out_frames"]] += fwd
+        c[F["out_bytes"]] += int(out.sum())
+        tx.push(slots, out)   # push before release: a crash in between is undone at restart
+        rx.release(n)
+        writer.poke()
+        cnt.commit()
+
+    cnt.commit()
+    m.worker_done[i] = 1
+    os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
+
+
+def _drop_duplicates(rx, tx) -> None:
+    """A worker killed between pushing a run to tx and releasing it from rx leaves those
+    descriptors in both rings. A slot cannot legitimately be in flight twice, so release
+    from rx every leading descriptor still unreleased in tx."""
+    pending = rx.available()
+    if not pending or not tx.fill():
+        return
+    in_tx = set()
+    r, w = tx._cur[8], tx._cur[0]
+    for k in range(r, w):
+        in_tx.add(int(tx.slot[k & tx.mask]))
+    n = 0
+    r = rx._read
+    while n < pending and int(rx.slot[(r + n) & rx.mask]) in in_tx:
+        n += 1
+    if n:
+        rx.release(n)
+
+
+# --------------------------------------------------------------------------- writer
+def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
+    if m is None:
+        _child_setup()
+        m = shm.attach(ctx.prefix, ctx.layout)
+    W, dev, batch = ctx.workers, ctx.device, ctx.batch
+    views = m.slot_views()
+    tx = [m.tx(i) for i in range(W)]
+    free_ring = m.free()
+    reader = Waker(m.flag(0), ctx.efds[0])
+    sleeper = Sleeper(m.flag(W + 1), ctx.efds[W + 1])
+    cnt = Counters(m.counters[W + 1])
+    c = cnt.c
+    hwm = c[F["ring_hwm"]]
+
+    def has_work():
+        return any(t.available() for t in tx) or all_done()
+
+    def all_done():
+        return m.ctl[shm.STOP] != 0 and all(m.worker_done[i] for i in range(W))
+
+    while True:
+        moved = 0
+        for t in tx:
+            start, n = t.peek(batch)
+            if not n:
+                continue
+            fill = t.fill()
+            if fill > hwm:
+                hwm = c[F["ring_hwm"]] = fill
+            slots = t.slot[start:start + n]
+            lens = t.length[start:start + n]
+            live = lens.nonzero()[0]
+            k = len(live)
+            if k:
+                if k == n:
+                    refused = dev.write_batch([views[s] for s in slots.tolist()], lens.tolist())
+                else:
+                    refused = dev.write_batch([views[s] for s in slots[live].tolist()],
+                                              lens[live].tolist())
+                c[F["in_frames"]] += k
+                c[F["out_frames"]] += k - refused
+                c[F["out_bytes"]] += int(lens.sum())  # approximate when some are refused
+                c[R_WRITE_ERROR] += refused
+            free_ring.push(slots, lens)
+            t.release(n)
+            cnt.batch(n)
+            moved += n
+        if moved:
+            reader.poke()
+            cnt.commit()
+            continue
+        if all_done() and not any(t.available() for t in tx):
+            break
+        c[F["sleeps"]] += 1
+        cnt.commit()
+        sleeper.sleep(has_work, IDLE_TIMEOUT)
+
+    cnt.commit()
+    m.ctl[shm.WRITER_DONE] = 1
+
+
+# --------------------------------------------------------------------------- io
+def io_loop(ctx: Context) -> None:
+    """Reader and writer as two threads of one process, for devices whose handle or
+    session belongs to one process (Wintun; see engine/tun/__init__.py)."""
+    _child_setup()
+    m = shm.attach(ctx.prefix, ctx.layout)
+    t = threading.Thread(target=writer_loop, args=(ctx, m), name="writer", daemon=True)
+    t.start()
+    reader_loop(ctx, m)
+    t.join()

@@ -1,0 +1,98 @@
+"""Flow hash -> worker index, so all packets of a flow go through one worker, in order
+(DESIGN.md invariant 1).
+
+What a "flow" is here (the choice DESIGN.md asks us to make and document):
+- TCP packets that are not IP fragments: addresses, protocol and ports.
+- Everything else (UDP, ICMP, any IP fragment, IPv6 with extension headers): addresses
+  and protocol only. Fragments after the first carry no ports, so hashing ports would
+  split a fragmented datagram across workers; leaving ports out of UDP keeps a UDP flow's
+  fragmented and unfragmented datagrams on one worker too (the default of most NIC RSS
+  hashes, for the same reason). TCP sends with DF and is not fragmented in practice; a
+  TCP packet that does arrive fragmented is hashed on addresses and may leave out of order
+  with respect to its flow's unfragmented segments, which TCP tolerates.
+
+Both forms below compute the same function: the vector form for batches (numpy), the
+scalar form for a handful of frames, where numpy's per-call cost dominates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PROTO_TCP = 6
+IPV4_FRAG_MASK = 0x3FFF  # MF flag + fragment offset (RFC 791); DF (0x4000) excluded
+GATHER = 64  # enough for an IPv4 header with options plus the ports behind it
+_M1 = 0x9E3779B1  # odd 32-bit multiplier (golden ratio): spreads the key over the word
+_MASK32 = 0xFFFFFFFF
+
+
+def _finish(k: int, workers: int) -> int:
+    h = (k * _M1) & _MASK32
+    return (h ^ (h >> 15)) % workers
+
+
+def flow_key_one(buf, o: int, length: int) -> int:
+    """The flow key of one frame whose IP header starts at `o` (see module docstring):
+    the XOR of the address words, the protocol, and for unfragmented TCP the port word."""
+    n = length - o
+    if n < 1:
+        return 0
+    ver = buf[o] >> 4
+    if ver == 4 and n >= 20:
+        b = bytes(buf[o:o + GATHER])
+        k = int.from_bytes(b[12:16], "little") ^ int.from_bytes(b[16:20], "little") ^ b[9]
+        ihl = (b[0] & 15) << 2
+        frag = ((b[6] << 8) | b[7]) & IPV4_FRAG_MASK
+        if b[9] == PROTO_TCP and not frag and 20 <= ihl and ihl + 4 <= n:
+            k ^= int.from_bytes(b[ihl:ihl + 4], "little")
+        return k
+    if ver == 6 and n >= 40:
+        b = bytes(buf[o:o + 44])
+        k = b[6]
+        for i in range(8, 40, 4):
+            k ^= int.from_bytes(b[i:i + 4], "little")
+        if b[6] == PROTO_TCP and n >= 44:
+            k ^= int.from_bytes(b[40:44], "little")
+        return k
+    return buf[o]
+
+
+def worker_of_one(buf, o: int, length: int, workers: int) -> int:
+    return _finish(flow_key_one(buf, o, length), workers)
+
+
+def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int,
+              workers: int) -> np.ndarray:
+    """Worker index for every frame in `frames[slots]` (IP header at offset `o`)."""
+    n = len(slots)
+    if workers == 1:
+        return np.zeros(n, np.intp)
+    h = frames[slots, o:o + GATHER]            # (n, 64) contiguous
+    L = lengths.astype(np.int64) - o
+    w = h[:, :44].view("<u4")                  # (n, 11) little-endian words
+    if (h[:, 0] == 0x45).all() and (L >= 24).all():   # IPv4 without options: short path
+        tcp = (h[:, 9] == PROTO_TCP) & ((h[:, 6:8].view("<u2")[:, 0] & 0xFF3F) == 0)
+        k = w[:, 3] ^ w[:, 4] ^ h[:, 9] ^ np.where(tcp, w[:, 5], 0)
+    else:
+        k = _keys(h, w, L)
+    hsh = (k.astype(np.uint64) * np.uint64(_M1)) & np.uint64(_MASK32)
+    hsh ^= hsh >> np.uint64(15)
+    return (hsh % np.uint64(workers)).astype(np.intp)
+
+
+def _keys(h: np.ndarray, w: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Flow keys for a batch with mixed versions, options or short frames."""
+    n = len(h)
+    ver = h[:, 0] >> 4
+    is4 = (ver == 4) & (L >= 20)
+    is6 = (ver == 6) & (L >= 40)
+    ihl = (h[:, 0] & 15).astype(np.intp) << 2
+    frag = ((h[:, 6].astype(np.int64) << 8) | h[:, 7]) & IPV4_FRAG_MASK
+    tcp4 = is4 & (h[:, 9] == PROTO_TCP) & (frag == 0) & (ihl >= 20) & (ihl + 4 <= L)
+    tcp6 = is6 & (h[:, 6] == PROTO_TCP) & (L >= 44)
+    at = np.where(tcp6, 40, np.minimum(ihl, GATHER - 4))
+    rows = np.arange(n)[:, None]
+    ports = h[rows, at[:, None] + np.arange(4)].view("<u4")[:, 0]
+    k4 = w[:, 3] ^ w[:, 4] ^ h[:, 9]
+    k6 = np.bitwise_xor.reduce(w[:, 2:10], axis=1) ^ h[:, 6]
+    k = np.where(is4, k4, np.where(is6, k6, np.where(L >= 1, h[:, 0], 0)))
+    return k ^ np.where(tcp4 | tcp6, ports, 0)

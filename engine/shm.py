@@ -1,0 +1,196 @@
+"""Shared memory of one engine run: its names, its layout, and its lifetime.
+
+Two segments per run, created 0600 by the supervisor only (DESIGN.md invariants 6, 7):
+
+  <prefix>.pool   the frame pool: `pool_frames` slots of `slot_size` bytes, uint8 [P, S]
+  <prefix>.ctl    control words, per-actor wait flags, counters, and every ring
+
+The prefix names the device and the network namespace (`engine.<dev>.<netns inode>`),
+because /dev/shm is shared by all namespaces while device names are not. A run that
+attached the device exclusively owns the prefix, so segments found under it at start
+belong to a crashed run and are reclaimed.
+
+Every process derives the same `Layout` from the same numbers, then maps the segments.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from . import stats
+from .ring import Ring, ring_bytes
+
+LINE = 64
+# control words (uint64), one cache line
+STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
+_CTL_WORDS = 8
+
+
+def _align(n: int) -> int:
+    return (n + LINE - 1) // LINE * LINE
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(1, (n - 1).bit_length())
+
+
+def shm_prefix(device: str) -> str:
+    try:
+        ns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:  # not Linux: one namespace
+        ns = 0
+    return f"engine.{device}.{ns}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets of everything in the control segment, derived from a few numbers."""
+
+    workers: int
+    pool_frames: int
+    slot_size: int
+    rx_capacity: int
+
+    @property
+    def tx_capacity(self) -> int:
+        return self.rx_capacity
+
+    @property
+    def free_capacity(self) -> int:
+        return _pow2_ceil(self.pool_frames)  # every slot fits: the free ring never overflows
+
+    @property
+    def actors(self) -> int:
+        return self.workers + 2  # reader, workers..., writer
+
+    # offsets
+    @property
+    def worker_done_at(self) -> int:
+        return LINE
+
+    @property
+    def flags_at(self) -> int:
+        return self.worker_done_at + _align(8 * self.workers)
+
+    @property
+    def counters_at(self) -> int:
+        return self.flags_at + LINE * self.actors
+
+    @property
+    def rings_at(self) -> int:
+        return self.counters_at + _align(stats.counters_bytes(self.workers))
+
+    def rx_at(self, i: int) -> int:
+        return self.rings_at + i * ring_bytes(self.rx_capacity)
+
+    def tx_at(self, i: int) -> int:
+        return self.rx_at(self.workers) + i * ring_bytes(self.tx_capacity)
+
+    @property
+    def free_at(self) -> int:
+        return self.tx_at(self.workers)
+
+    @property
+    def ctl_bytes(self) -> int:
+        return self.free_at + ring_bytes(self.free_capacity)
+
+    @property
+    def pool_bytes(self) -> int:
+        return self.pool_frames * self.slot_size
+
+
+class _Segment(shared_memory.SharedMemory):
+    """A SharedMemory whose mapping stays until the process exits. Numpy views into it
+    live as long as the process does, so closing it from a finaliser could only fail
+    (BufferError: exported pointers exist); the OS unmaps at exit."""
+
+    def __del__(self) -> None:
+        pass
+
+
+class Mapped:
+    """Numpy and memoryview views over a run's two segments, for any process."""
+
+    def __init__(self, layout: Layout, pool_buf, ctl_buf) -> None:
+        L = layout
+        self.layout = L
+        self.frames = np.frombuffer(pool_buf, np.uint8, L.pool_bytes).reshape(
+            L.pool_frames, L.slot_size)
+        mv = memoryview(ctl_buf)
+        self.ctl = mv[:_CTL_WORDS * 8].cast("Q")
+        self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
+        self.counters = stats.counters_view(mv[L.counters_at:L.rings_at], L.workers)
+        self._mv = mv
+
+    def flag(self, actor: int) -> memoryview:
+        """The waiting word of actor 0 (reader), 1..W (workers) or W+1 (writer)."""
+        at = self.layout.flags_at + LINE * actor
+        return self._mv[at:at + 8].cast("Q")
+
+    def rx(self, i: int) -> Ring:
+        L = self.layout
+        return Ring(self._mv[L.rx_at(i):L.rx_at(i) + ring_bytes(L.rx_capacity)], L.rx_capacity)
+
+    def tx(self, i: int) -> Ring:
+        L = self.layout
+        return Ring(self._mv[L.tx_at(i):L.tx_at(i) + ring_bytes(L.tx_capacity)], L.tx_capacity)
+
+    def free(self) -> Ring:
+        L = self.layout
+        return Ring(self._mv[L.free_at:L.free_at + ring_bytes(L.free_capacity)], L.free_capacity)
+
+    def slot_views(self) -> list:
+        """One writable memoryview per slot, made once (no per-packet allocation later)."""
+        flat = memoryview(self.frames.reshape(-1))
+        s = self.layout.slot_size
+        return [flat[i * s:(i + 1) * s] for i in range(self.layout.pool_frames)]
+
+
+class Segments:
+    """The supervisor's ownership of a run's shared memory: create, then unlink once."""
+
+    def __init__(self, prefix: str, layout: Layout) -> None:
+        self.prefix, self.layout = prefix, layout
+        reclaim(prefix)
+        self._pool = _Segment(f"{prefix}.pool", create=True,
+                                                size=layout.pool_bytes)
+        try:
+            self._ctl = _Segment(f"{prefix}.ctl", create=True,
+                                                   size=layout.ctl_bytes)
+        except BaseException:
+            self._pool.unlink()
+            raise
+        self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
+
+    def unlink(self) -> None:
+        for seg in (self._pool, self._ctl):
+            try:
+                seg.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def attach(prefix: str, layout: Layout) -> Mapped:
+    """Map a run's segments in a child process. The SharedMemory objects are kept alive
+    by the views; only the supervisor unlinks."""
+    pool = _Segment(f"{prefix}.pool")
+    ctl = _Segment(f"{prefix}.ctl")
+    m = Mapped(layout, pool.buf, ctl.buf)
+    m._segments = (pool, ctl)  # keep the mappings alive as long as the views
+    return m
+
+
+def reclaim(prefix: str) -> list:
+    """Unlink segments a crashed run left under `prefix`; returns their names."""
+    gone = []
+    for part in ("pool", "ctl"):
+        path = f"/dev/shm/{prefix}.{part}"
+        try:
+            os.unlink(path)
+            gone.append(path)
+        except FileNotFoundError:
+            pass
+    return gone

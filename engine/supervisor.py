@@ -1,0 +1,215 @@
+"""The supervisor: topology, shared-memory lifetime, start / restart / stop.
+
+Theory of operation:
+1. Open the device once and keep it for the whole run (a restarted child gets the same
+   kernel object). On Linux, provision it: a device we created gets --address (default
+   10.3.0.1/24), --address6 and --mtu and is brought up; a device that already has an
+   address is used as it is, and that address defines the mirror prefix.
+2. Create the shared memory (engine/shm.py), reclaiming what a crashed run left.
+3. Optionally drop root (--user): the device is already open, the segments are handed
+   to that user.
+4. Start reader, workers and writer (spawn start method by default, as on Windows, so
+   Linux runs catch pickling mistakes). A child that dies is restarted against the same
+   device and rings; more than RESTART_LIMIT restarts within RESTART_WINDOW seconds stop
+   the engine with an error instead of looping.
+5. SIGINT/SIGTERM or --duration: set STOP and wake everyone. The reader stops reading;
+   workers drain their rings; the writer writes what is left and exits. Whatever has
+   not exited after DRAIN_TIMEOUT is killed. Then the segments are unlinked and the
+   device closed (a device we created disappears with it).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from typing import Dict, Optional
+
+from . import loops, shm, stats
+from .config import Config, parse_address, DEFAULT_ADDRESS
+from .errors import EngineError
+from .rewrite import Mirror
+from .tun import open_device
+from .wake import new_eventfd
+
+log = logging.getLogger("engine")
+
+RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
+DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
+
+
+def topology(workers: int) -> str:
+    """The pipeline as text, e.g. for --show-topology."""
+    lines = [f"reader -> rx{i} -> worker{i} -> tx{i} -> writer" for i in range(workers)]
+    return "\n".join(lines + ["writer -> free -> reader"])
+
+
+def provision(cfg: Config, dev):
+    """Give a Linux device its addresses; returns the (IPv4, IPv6) that define the mirror."""
+    if cfg.driver == "memory" or not hasattr(dev, "offload_flags"):
+        return cfg.address or parse_address(DEFAULT_ADDRESS, 4, "--address"), cfg.address6
+    from provisioning import linux as prov
+    have4, have6 = prov.ipv4_address(dev.name), prov.ipv6_addresses(dev.name)
+    addr4, addr6 = have4, (have6[0] if have6 else None)
+    if have4 is None:
+        addr4 = cfg.address or parse_address(DEFAULT_ADDRESS, 4, "--address")
+        prov.set_ipv4(dev.name, addr4)
+    elif cfg.address is not None and cfg.address != have4:
+        log.warning("%s already has %s; mirroring that (not --address %s)", dev.name, have4,
+                    cfg.address)
+    if addr6 is None and cfg.address6 is not None:
+        addr6 = cfg.address6
+        prov.add_ipv6(dev.name, addr6)
+    elif cfg.address6 is not None and cfg.address6 != addr6:
+        log.warning("%s already has %s; mirroring that (not --address6 %s)", dev.name, addr6,
+                    cfg.address6)
+    if dev.created and cfg.mtu != prov.get_mtu(dev.name):
+        prov.set_mtu(dev.name, cfg.mtu)
+    prov.set_up(dev.name)
+    return addr4, addr6
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.mp = multiprocessing.get_context(cfg.start_method)
+        self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
+        self.restarts: list = []
+        self.stop_reason: Optional[str] = None
+        self.segments: Optional[shm.Segments] = None
+        self.dev = None
+
+    # ---- lifetime ------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.cfg
+        self.dev = dev = open_device(cfg)
+        try:
+            addr4, addr6 = provision(cfg, dev)
+            rule = Mirror(addr4, addr6, dev.vnet_hdr_len)
+            layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
+            prefix = shm.shm_prefix(dev.name)
+            self.segments = shm.Segments(prefix, layout)
+            self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
+            efds = tuple(new_eventfd() for _ in range(layout.actors))
+            self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
+                                     cfg.spin_us / 1e6, efds)
+            log.info("mirroring %s on %s (%s, %d workers, offload %s, %d x %d-byte slots = "
+                     "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
+                     dev.name, "created" if dev.created else "attached", cfg.workers,
+                     "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
+                     layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
+            if cfg.user:
+                _drop_privileges(cfg.user, prefix)
+            return self._supervise()
+        finally:
+            self._cleanup()
+
+    def _supervise(self) -> int:
+        stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for name in self._actor_names():
+            self._start(name)
+        while self.stop_reason is None:
+            timeout = 0.2 if stop_at is None else max(0.0, min(0.2, stop_at - time.monotonic()))
+            multiprocessing.connection.wait([p.sentinel for p in self.procs.values()], timeout)
+            if stop_at is not None and time.monotonic() >= stop_at:
+                self.stop_reason = "duration reached"
+            if self.stop_reason is None:
+                self._restart_dead()
+        log.info("stopping: %s", self.stop_reason)
+        self._stop_children()
+        self._report()
+        return 1 if self.stop_reason.startswith("error") else 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = signal.Signals(signum).name
+
+    # ---- children ------------------------------------------------------------------
+    def _actor_names(self):
+        if self.dev.io_threads:
+            return ["io", *(f"worker{i}" for i in range(self.cfg.workers))]
+        return ["reader", *(f"worker{i}" for i in range(self.cfg.workers)), "writer"]
+
+    def _start(self, name: str) -> None:
+        if name.startswith("worker"):
+            target, args = loops.worker_loop, (self.ctx, int(name[6:]))
+        else:
+            target = {"reader": loops.reader_loop, "writer": loops.writer_loop,
+                      "io": loops.io_loop}[name]
+            args = (self.ctx,)
+        p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
+        p.start()
+        self.procs[name] = p
+
+    def _restart_dead(self) -> None:
+        for name, p in list(self.procs.items()):
+            if p.is_alive():
+                continue
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(self.restarts) > RESTART_LIMIT:
+                self.stop_reason = (f"error: {len(self.restarts)} restarts within "
+                                    f"{RESTART_WINDOW:.0f} s (last: {name}, exit code "
+                                    f"{p.exitcode})")
+                return
+            log.warning("%s (pid %s) exited with code %s; restarting it", name, p.pid, p.exitcode)
+            actor = _actor_index(name, self.cfg.workers)
+            self.segments.mapped.counters[actor][stats.F["restarts"]] += 1
+            self._start(name)
+
+    def _stop_children(self) -> None:
+        m = self.segments.mapped
+        m.ctl[shm.STOP] = 1
+        for efd in self.ctx.efds:
+            os.eventfd_write(efd.fd, 1)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        for name, p in self.procs.items():
+            p.join(max(0.0, deadline - time.monotonic()))
+        for name, p in self.procs.items():
+            if p.is_alive():
+                log.warning("%s did not stop in time; killing it", name)
+                p.kill()
+                p.join(1.0)
+
+    def _report(self) -> None:
+        m = self.segments.mapped
+        t = stats.totals(m.counters, self.cfg.workers)
+        drops = ", ".join(f"{k} {v}" for k, v in t["drops"].items() if v) or "none"
+        log.info("read %d frames, wrote %d, dropped %d (%s)", t["rx_frames"], t["tx_frames"],
+                 t["dropped"], drops)
+
+    def _cleanup(self) -> None:
+        for p in self.procs.values():
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        if self.segments is not None:
+            self.segments.unlink()
+        if self.dev is not None:
+            self.dev.close()
+
+
+def _actor_index(name: str, workers: int) -> int:
+    if name.startswith("worker"):
+        return 1 + int(name[6:])
+    return 0 if name in ("reader", "io") else workers + 1
+
+
+def _drop_privileges(user: str, prefix: str) -> None:
+    """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
+    are handed to `user`, then supplementary groups, gid and uid are set, in that order."""
+    import pwd
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise EngineError(f"--user {user!r}: no such user") from None
+    for part in ("pool", "ctl"):
+        os.chown(f"/dev/shm/{prefix}.{part}", pw.pw_uid, pw.pw_gid)
+    os.setgroups(os.getgrouplist(user, pw.pw_gid))
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    log.info("dropped privileges to %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)

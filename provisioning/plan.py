@@ -1,0 +1,129 @@
+"""The Windows adapter plan: one JSON file that both `python -m provisioning` and
+`tools/provision.ps1` read, so the two cannot disagree on the adapter they set up.
+
+    {"name": "mirror0", "driver": "tap0901", "address": "10.3.0.1/24",
+     "address6": null, "mtu": 1500}
+
+Every field is required except `address6`. Unknown fields are errors (a typo would
+otherwise be ignored). tools/provision.ps1 applies the same rules in Read-Plan.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from engine.errors import EngineError
+
+DRIVERS = ("tap0901", "tap0801", "wintun")
+# Names the engine accepts as --device (Config: 1-15 bytes, no '/' or spaces), narrowed to
+# characters that need no quoting in netsh or devcon arguments.
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,15}")
+MIN_MTU = 576            # the IPv4 datagram every host must accept (RFC 791)
+MAX_TAP_MTU = 1500       # OemVista.inf / OemWin2k.inf: MTU max 1500
+MAX_MTU = 65535
+MIN_IPV6_MTU = 1280      # RFC 8200
+FIELDS = ("name", "driver", "address", "address6", "mtu")
+
+
+class PlanError(EngineError):
+    """The plan is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str = "mirror0"
+    driver: str = "tap0901"
+    address: ipaddress.IPv4Interface = ipaddress.IPv4Interface("10.3.0.1/24")
+    address6: Optional[ipaddress.IPv6Interface] = None
+    mtu: int = 1500
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and NAME_RE.fullmatch(self.name) is not None,
+               "name", self.name, "1 to 15 letters, digits, '.', '_' or '-'")
+        _check(self.driver in DRIVERS, "driver", self.driver, f"one of {', '.join(DRIVERS)}")
+        _check(isinstance(self.address, ipaddress.IPv4Interface)
+               and _is_host(self.address), "address", self.address,
+               "an IPv4 host address with a prefix of /30 or shorter, e.g. 10.3.0.1/24")
+        _check(self.address6 is None or (isinstance(self.address6, ipaddress.IPv6Interface)
+                                         and _is_host(self.address6)),
+               "address6", self.address6, "an IPv6 host address with a prefix, or null")
+        _check(self.address6 is None or self.driver != "tap0801", "address6", self.address6,
+               "null for tap0801: TAP-Win32 8.x passes no IPv6 in TUN mode (tap0901 9.8+ does)")
+        top = MAX_MTU if self.driver == "wintun" else MAX_TAP_MTU
+        low = MIN_IPV6_MTU if self.address6 is not None else MIN_MTU
+        _check(isinstance(self.mtu, int) and not isinstance(self.mtu, bool)
+               and low <= self.mtu <= top, "mtu", self.mtu,
+               f"an integer from {low} to {top} for {self.driver}"
+               + (" with IPv6" if self.address6 is not None else ""))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        if not isinstance(data, dict):
+            raise PlanError("a plan is a JSON object with the fields " + ", ".join(FIELDS))
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise PlanError(f"unknown plan field(s): {', '.join(unknown)}")
+        missing = [f for f in FIELDS if f not in data and f != "address6"]
+        if missing:
+            raise PlanError(f"missing plan field(s): {', '.join(missing)}")
+        address6 = data.get("address6")
+        return cls(name=data["name"], driver=data["driver"],
+                   address=parse_interface(data["address"], 4, "address"),
+                   address6=None if address6 is None
+                   else parse_interface(address6, 6, "address6"),
+                   mtu=data["mtu"])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "driver": self.driver, "address": str(self.address),
+                "address6": None if self.address6 is None else str(self.address6),
+                "mtu": self.mtu}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def dump(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.dumps())
+
+
+def load(path: str) -> Plan:
+    """Read and validate a plan file; PlanError (naming the file) for anything wrong."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: PowerShell 5 writes a BOM
+            data = json.load(f)
+    except OSError as e:
+        raise PlanError(f"plan {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise PlanError(f"plan {path}: not valid JSON: {e}") from None
+    try:
+        return Plan.from_dict(data)
+    except PlanError as e:
+        raise PlanError(f"plan {path}: {e}") from None
+
+
+def parse_interface(text, version: int, field: str):
+    """'10.3.0.1/24' -> IPv4Interface (version 4); PlanError naming `field` otherwise."""
+    if not isinstance(text, str) or "/" not in text:
+        raise PlanError(f"{field} {text!r}: give an address with a prefix length")
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError as e:
+        raise PlanError(f"{field} {text!r}: {e}") from None
+    if iface.version != version:
+        raise PlanError(f"{field} {text!r}: expected an IPv{version} address")
+    return iface
+
+
+def _is_host(iface) -> bool:
+    net = iface.network
+    return (net.num_addresses >= 4 and iface.ip != net.network_address
+            and (net.version == 6 or iface.ip != net.broadcast_address)
+            and not (iface.ip.is_multicast or iface.ip.is_loopback or iface.ip.is_unspecified))
+
+
+def _check(ok: bool, field: str, value, allowed: str) -> None:
+    if not ok:
+        raise PlanError(f"{field} {value!r}: {allowed}")
