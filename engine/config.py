@@ -121,9 +121,10 @@ class Config:
 
     @property
     def rx_ring_frames(self) -> int:
-        """Per-worker ring capacity: a fair share of the pool, so one stuck worker can hold at
-        most its share and the others keep flowing (its excess is dropped as `ring_full`)."""
-        return _pow2_floor(self.pool_frames // self.workers)
+        """Per-worker ring capacity: up to half the pool, so a burst for one flow fits, yet
+        a stuck worker can hold at most half and the others keep flowing (its excess is
+        dropped as `ring_full`)."""
+        return _pow2_floor(self.pool_frames // (1 if self.workers == 1 else 2))
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -41,7 +41,7 @@ from .wake import Sleeper, Waker
 # per-call cost (~1-2 us a call here) dominates small batches. Measured, see docs.
 SMALL_BATCH = 8
 IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd handshake
-BACKPRESSURE_S = 0.002  # how long the reader holds back for a full worker ring
+BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
@@ -92,6 +92,7 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     o, slot_size, batch = dev.vnet_hdr_len, L.slot_size, ctx.batch
     hwm = c[F["ring_hwm"]]
     idle_since = blocked_since = 0.0
+    m.ready[0] = os.getpid()
 
     while not _stopping(m):
         start, n = free_ring.peek(L.free_capacity)
@@ -133,7 +134,7 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
                 dev.wait(IDLE_TIMEOUT)
             continue
         idle_since = 0.0
-        del stack[len(stack) - n:]
+        stack[len(stack) - len(take):] = take[n:]   # the slots now holding frames leave the stack
         slots = np.array(take[:n], np.uint32)
         lens = lengths[:n]
         c[F["in_frames"]] += n
@@ -208,6 +209,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     c = cnt.c
     rule, batch = ctx.rule, ctx.batch
     _drop_duplicates(rx, tx)
+    m.ready[1 + i] = os.getpid()
 
     def has_work():
         return rx.available() > 0 or m.ctl[shm.READER_DONE] != 0
@@ -289,6 +291,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     cnt = Counters(m.counters[W + 1])
     c = cnt.c
     hwm = c[F["ring_hwm"]]
+    m.ready[W + 1] = os.getpid()
 
     def has_work():
         return any(t.available() for t in tx) or all_done()

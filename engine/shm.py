@@ -72,8 +72,12 @@ class Layout:
         return LINE
 
     @property
-    def flags_at(self) -> int:
+    def ready_at(self) -> int:
         return self.worker_done_at + _align(8 * self.workers)
+
+    @property
+    def flags_at(self) -> int:
+        return self.ready_at + _align(8 * self.actors)
 
     @property
     def counters_at(self) -> int:
@@ -122,6 +126,7 @@ class Mapped:
         mv = memoryview(ctl_buf)
         self.ctl = mv[:_CTL_WORDS * 8].cast("Q")
         self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
+        self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
         self.counters = stats.counters_view(mv[L.counters_at:L.rings_at], L.workers)
         self._mv = mv
 

@@ -112,6 +112,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         for name in self._actor_names():
             self._start(name)
+        ready = False
         while self.stop_reason is None:
             timeout = 0.2 if stop_at is None else max(0.0, min(0.2, stop_at - time.monotonic()))
             multiprocessing.connection.wait([p.sentinel for p in self.procs.values()], timeout)
@@ -119,6 +120,9 @@ class Supervisor:
                 self.stop_reason = "duration reached"
             if self.stop_reason is None:
                 self._restart_dead()
+            if not ready and all(self.segments.mapped.ready):
+                ready = True
+                log.info("ready: %s", ", ".join(f"{n} {p.pid}" for n, p in self.procs.items()))
         log.info("stopping: %s", self.stop_reason)
         self._stop_children()
         self._report()

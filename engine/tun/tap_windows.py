@@ -140,8 +140,8 @@ def select_adapter(adapters: Sequence[Adapter], device: str) -> Adapter:
         if want in ((a.name or "").lower(), a.guid.lower()):
             return a
     have = ", ".join(f"{a.name!r} {a.guid} ({a.component_id})" for a in adapters)
-    raise TunError(f"no TAP-Windows adapter named {device!r}; found {have}. Rename one with "
-                   f"tools/provision.ps1 -Action Configure -Name {device}, or pass --device NAME")
+    raise TunError(f"no TAP-Windows adapter named {device!r}; found {have}. Install one with "
+                   f"tools/provision.ps1 -Action Install -Name {device}, or pass --device NAME")
 
 
 class WinRegistry:

@@ -1,0 +1,161 @@
+"""End to end on the real kernel device: a namespace made by the test, `python -m engine`
+inside it, real clients (ping, curl, sockets) sending through the mirror.
+
+Topology (inside the namespace only; no route out):
+
+    client socket --> mir0 (198.18.0.1/24, 2001:db8::1/64) --> engine: swap src/dst
+          ^                                                          |
+          +------ local stack <-- "from 198.18.0.x" <-- mir0 <-------+
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from netns import PY, Engine, Netns
+
+pytestmark = pytest.mark.privileged
+ADDR = ("--address", "198.18.0.1/24", "--address6", "2001:db8::1/64")
+
+
+@pytest.fixture(scope="module", params=[1, 4], ids=["1worker", "4workers"])
+def mirror(request):
+    ns = Netns()
+    try:
+        eng = Engine(ns, "--workers", str(request.param), *ADDR)
+        ns.assert_isolated("mir0")
+        yield ns, eng
+    finally:
+        ns.close()
+
+
+def test_ping_ipv4(mirror):
+    ns, _ = mirror
+    p = ns.run("ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.0.5")
+    assert p.returncode == 0 and " 0% packet loss" in p.stdout, p.stdout + p.stderr
+    assert "from 198.18.0.5" in p.stdout
+
+
+def test_ping_ipv6(mirror):
+    ns, _ = mirror
+    p = ns.run("ping", "-6", "-c", "5", "-i", "0.05", "-W", "2", "2001:db8::5")
+    assert p.returncode == 0 and " 0% packet loss" in p.stdout, p.stdout + p.stderr
+
+
+def test_tcp_transfer_hash(mirror):
+    ns, _ = mirror
+    r = json.loads(ns.tool("tcp-transfer", "--peer", "198.18.0.9", "--port", "8080",
+                           "--size", str(16 << 20)))
+    assert r["bytes"] == 16 << 20 and r["sha256"] == r["want"] and r["peer"] == "198.18.0.9"
+
+
+def test_tcp_transfer_ipv6(mirror):
+    ns, _ = mirror
+    r = json.loads(ns.tool("tcp-transfer", "--peer", "2001:db8::9", "--port", "8081",
+                           "--size", str(4 << 20)))
+    assert r["sha256"] == r["want"]
+
+
+def test_curl_download(mirror, tmp_path):
+    ns, _ = mirror
+    blob = os.urandom(3 << 20)
+    (tmp_path / "blob").write_bytes(blob)
+    srv = ns.popen(PY, "-m", "http.server", "8090", "--bind", "198.18.0.1",
+                   "--directory", str(tmp_path))
+    try:
+        for _ in range(50):
+            p = ns.run("curl", "-sS", "--max-time", "20", "-o", str(tmp_path / "got"),
+                       "http://198.18.0.9:8090/blob")
+            if p.returncode != 7:  # 7: server not listening yet
+                break
+            time.sleep(0.1)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "got").read_bytes() == blob
+    finally:
+        srv.terminate()
+
+
+def test_udp_echo(mirror):
+    ns, _ = mirror
+    r = json.loads(ns.tool("udp-echo", "--peer", "198.18.0.5", "--port", "7", "--count", "200"))
+    assert r["echoed"] == 200 and r["peer"] == "198.18.0.5"
+    r = json.loads(ns.tool("udp-echo", "--peer", "2001:db8::5", "--port", "7", "--count", "50"))
+    assert r["echoed"] == 50
+
+
+def test_per_flow_order(mirror):
+    ns, _ = mirror
+    r = json.loads(ns.tool("udp-order", "--peer", "198.18.0.77", "--port", "9000",
+                           "--flows", "8", "--count", "1000"))
+    assert len(r) == 8
+    for flow in r.values():
+        assert flow["in_order"], flow
+        assert flow["received"] >= 990, flow
+
+
+def test_no_answer_outside_the_mirror(mirror):
+    """A prefix routed into the device but not the mirror's, and the mirror's broadcast
+    address: nothing comes back."""
+    ns, _ = mirror
+    ns.sh("ip route replace 198.19.0.0/24 dev mir0")
+    p = ns.run("ping", "-c", "2", "-i", "0.1", "-W", "1", "198.19.0.5")
+    assert p.returncode != 0 and "0 received" in p.stdout
+    p = ns.run("ping", "-b", "-c", "2", "-i", "0.1", "-W", "1", "198.18.0.255")
+    assert "0 received" in p.stdout
+
+
+def test_sigterm_leaves_nothing_behind():
+    ns = Netns()
+    try:
+        eng = Engine(ns, "--workers", "4", *ADDR)
+        kids = eng.children()
+        assert len(kids) == 6 and ns.shm_segments("mir0")
+        ns.run("ping", "-c", "3", "-i", "0.05", "198.18.0.5")
+        ns.sh("ip route replace 198.19.0.0/24 dev mir0")
+        ns.run("ping", "-c", "2", "-i", "0.05", "-W", "1", "198.19.0.5")
+        code, took = eng.stop(signal.SIGTERM)
+        assert code == 0 and took < 2.0, eng.log
+        assert not any(os.path.exists(f"/proc/{k}") for k in kids), "a child survived"
+        assert ns.shm_segments("mir0") == [], "shared memory left behind"
+        assert ns.links() == ["lo"], "the device the engine created is gone"
+        rx, tx, dropped, reasons = eng.counters()
+        assert rx == tx + dropped and tx >= 6 and reasons.get("not_mirrored", 0) >= 2
+    finally:
+        ns.close()
+
+
+def test_attach_to_existing_device_and_refuse_a_second_engine():
+    """A device made with iproute2 and addressed by the user is used as it is; a second
+    engine on it fails at once with a clear message."""
+    ns = Netns()
+    try:
+        ns.sh("ip tuntap add dev mir1 mode tun")
+        ns.sh("ip addr add 198.18.7.1/24 dev mir1")
+        ns.sh("ip link set mir1 up")
+        eng = Engine(ns, "--workers", "2", device="mir1")
+        p = ns.run("ping", "-c", "2", "-i", "0.05", "-W", "2", "198.18.7.3")
+        assert p.returncode == 0, p.stdout
+        t0 = time.time()
+        second = ns.run(PY, "-m", "engine", "--device", "mir1", timeout=20)
+        assert second.returncode == 1 and time.time() - t0 < 10
+        assert "already in use" in second.stderr
+        assert eng.stop()[0] == 0
+        assert "mir1" in ns.links(), "a persistent device stays"
+    finally:
+        ns.close()
+
+
+def test_without_root_says_so():
+    """Attaching without CAP_NET_ADMIN is a one-line error, not a traceback."""
+    ns = Netns()
+    try:
+        p = ns.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                   PY, "-m", "engine", "--device", "mir2", timeout=20)
+        assert p.returncode == 1
+        assert p.stderr.strip().startswith("engine: error:") and "Traceback" not in p.stderr
+        assert "root" in p.stderr
+    finally:
+        ns.close()

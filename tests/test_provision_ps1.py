@@ -1,0 +1,216 @@
+"""tools/provision.ps1 parsed with the tree-sitter PowerShell grammar (no PowerShell here):
+it must parse cleanly, and the commands it would run for a plan must be the ones
+`python -m provisioning plan --os windows` prints for that plan. The script's templates,
+template keys, step order, defaults and driver lists are read from its syntax tree and
+compared with provisioning/windows.py, so a change on either side alone fails here."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+
+import pytest
+
+ts = pytest.importorskip("tree_sitter")
+tsp = pytest.importorskip("tree_sitter_powershell")
+
+from engine.tun import tap_windows  # noqa: E402
+from provisioning import windows  # noqa: E402
+from provisioning.plan import DRIVERS, Plan  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tools", "provision.ps1")
+
+
+@pytest.fixture(scope="module")
+def tree():
+    src = open(SCRIPT, "rb").read()
+    parser = ts.Parser(ts.Language(tsp.language()))
+    return parser.parse(src), src
+
+
+def nodes(node, pred):
+    if pred(node):
+        yield node
+    for child in node.children:
+        yield from nodes(child, pred)
+
+
+def text(src, node) -> str:
+    return src[node.start_byte:node.end_byte].decode()
+
+
+def literal(src, node) -> str:
+    """The value of a single-quoted PowerShell string ('' is an escaped quote)."""
+    raw = text(src, node)
+    assert raw.startswith("'") and raw.endswith("'"), f"not a verbatim string: {raw}"
+    return raw[1:-1].replace("''", "'")
+
+
+def strings(src, node):
+    return [literal(src, n) for n in nodes(node, lambda n: n.type == "string_literal")]
+
+
+def assignment(tree, src, variable):
+    root, = [tree.root_node]
+    return next(nodes(root, lambda n: n.type == "assignment_expression"
+                      and text(src, n).startswith(variable + " ")))
+
+
+def hash_entries(src, node):
+    """{key: value node} of the first hash literal under `node`."""
+    out = {}
+    body = next(nodes(node, lambda n: n.type == "hash_literal_body"))
+    for entry in (c for c in body.children if c.type == "hash_entry"):
+        key = entry.child_by_field_name("key") or entry.children[0]
+        k = text(src, key).strip("'")
+        out[k] = next(c for c in entry.children if c.type == "pipeline")
+    return out
+
+
+def function(tree, src, name):
+    return next(nodes(tree.root_node, lambda n: n.type == "function_statement"
+                      and any(c.type == "function_name" and text(src, c) == name
+                              for c in n.children)))
+
+
+# ---- syntax ------------------------------------------------------------------------
+def test_parses_without_errors(tree):
+    t, src = tree
+    bad = [(n.type, n.start_point) for n in nodes(t.root_node,
+                                                   lambda n: n.type == "ERROR" or n.is_missing)]
+    assert not t.root_node.has_error and bad == []
+
+
+def test_a_broken_script_would_be_caught():
+    parser = ts.Parser(ts.Language(tsp.language()))
+    assert parser.parse(b"function f { if ($x -eq 1) { 'a' }\n").root_node.has_error
+
+
+def test_strict_and_stopping(tree):
+    t, src = tree
+    commands = [text(src, n) for n in nodes(t.root_node, lambda n: n.type == "command")]
+    assert "Set-StrictMode -Version Latest" in commands
+    assert strings(src, assignment(t, src, "$ErrorActionPreference")) == ["Stop"]
+    binding = next(nodes(t.root_node, lambda n: n.type == "attribute"
+                         and text(src, n).startswith("[CmdletBinding(")))
+    assert "SupportsShouldProcess = $true" in text(src, binding)
+
+
+def test_should_process_guards_every_command(tree):
+    t, src = tree
+    invoke = function(t, src, "Invoke-Step")
+    assert "$PSCmdlet.ShouldProcess(" in text(src, invoke)
+    # the only places that start programs or rename are behind ShouldProcess
+    rename = [n for n in nodes(t.root_node, lambda n: n.type == "command"
+                               and text(src, n).startswith("Rename-NetAdapter"))]
+    assert len(rename) == 1
+    parent = rename[0]
+    while parent.type != "if_statement":
+        parent = parent.parent
+    assert "ShouldProcess" in text(src, parent.child_by_field_name("condition") or parent)
+
+
+def test_checks_elevation(tree):
+    t, src = tree
+    body = text(src, function(t, src, "Assert-Elevated"))
+    assert "WindowsBuiltInRole]::Administrator" in body and "elevated" in body
+
+
+# ---- the same commands as provisioning/windows.py ----------------------------------
+def ps_templates(tree):
+    t, src = tree
+    entries = hash_entries(src, assignment(t, src, "$Templates"))
+    return {k: strings(src, v) for k, v in entries.items()}
+
+
+def test_templates_are_identical(tree):
+    assert ps_templates(tree) == windows.TEMPLATES
+
+
+def test_resolved_plan_has_the_same_keys(tree):
+    t, src = tree
+    resolve = function(t, src, "Resolve-Plan")
+    values = next(nodes(resolve, lambda n: n.type == "assignment_expression"
+                        and text(src, n).startswith("$values = @{")))
+    body = next(nodes(values, lambda n: n.type == "hash_literal_body"))
+    keys = {text(src, e.children[0]) for e in body.children if e.type == "hash_entry"}
+    assert keys == set(windows.values(Plan(address6=ipaddress.IPv6Interface("2001:db8::1/64"))))
+
+
+def ps_steps(tree, fn):
+    """Template names a function runs, in order (every string literal that names one)."""
+    t, src = tree
+    return [s for s in strings_any(src, function(t, src, fn)) if s in windows.TEMPLATES]
+
+
+def strings_any(src, node):
+    return [text(src, n).strip("'\"") for n in nodes(node, lambda n: n.type == "string_literal")]
+
+
+def test_each_action_runs_the_same_steps_in_the_same_order(tree):
+    py = windows.steps(Plan(address6=ipaddress.IPv6Interface("2001:db8::1/64")))
+    assert ps_steps(tree, "Install-Adapter") == list(py["install"])
+    assert ps_steps(tree, "Set-AdapterConfig") == list(py["configure"])
+    assert ps_steps(tree, "Remove-Adapter") == list(py["remove"])
+    v4_only = windows.steps(Plan())["configure"]
+    assert list(v4_only) == ps_steps(tree, "Set-AdapterConfig")[:len(v4_only)]
+
+
+def test_defaults_and_lists_match_python(tree):
+    t, src = tree
+    params = {}
+    block = next(c for c in t.root_node.children if c.type == "param_block")
+    for p in nodes(block, lambda n: n.type == "script_parameter"):
+        var = next(c for c in p.children if c.type == "variable")
+        default = [n for n in p.children if n.type == "script_parameter_default"]
+        sets = [n for n in nodes(p, lambda n: n.type == "attribute"
+                                 and text(src, n).startswith("[ValidateSet("))]
+        params[text(src, var)] = (
+            text(src, default[0]).lstrip("= ").strip("'") if default else None,
+            strings_any(src, sets[0]) if sets else None)
+    plan = Plan()
+    assert params["$Name"][0] == plan.name
+    assert params["$Address"][0] == str(plan.address)
+    assert params["$Driver"] == (plan.driver, [d for d in DRIVERS if d != "wintun"])
+    assert params["$Action"][1] == ["Install", "Remove", "Status", "Configure"]
+    assert params["$DevconPath"][0] == windows.DEFAULT_DEVCON
+    assert params["$Mtu"][0] == str(plan.mtu)
+    assert params["$Address6"][0] == "" and params["$Plan"][0] is None
+    infs = hash_entries(src, assignment(t, src, "$DefaultInf"))
+    assert {k: strings(src, v)[0] for k, v in infs.items()} == windows.DEFAULT_INF
+    assert strings(src, assignment(t, src, "$TapHardwareIds")) == list(tap_windows.COMPONENT_IDS)
+
+
+def expand_like_the_script(templates, step, values):
+    # Expand-Template: every {Key} replaced by its value, one key at a time.
+    out = []
+    for part in templates[step]:
+        for key, value in values.items():
+            part = part.replace("{" + key + "}", value)
+        out.append(part)
+    return out
+
+
+@pytest.mark.parametrize("plan", [
+    Plan(),
+    Plan(name="mirror1", driver="tap0801", address=ipaddress.IPv4Interface("198.18.9.1/15"),
+         mtu=1400),
+    Plan(address6=ipaddress.IPv6Interface("2001:db8:0:7::1/64"), mtu=1280),
+], ids=["default", "tap0801", "ipv6"])
+def test_script_commands_equal_the_printed_plan(tree, tmp_path, plan):
+    path = tmp_path / "plan.json"
+    plan.dump(str(path))
+    done = subprocess.run([sys.executable, "-m", "provisioning", "plan", "--os", "windows",
+                           "--plan", str(path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    printed = [line for line in done.stdout.splitlines() if not line.startswith("#")]
+    templates = ps_templates(tree)
+    values = {**windows.values(plan), **windows.RUNTIME}
+    script = [subprocess.list2cmdline(expand_like_the_script(templates, step, values))
+              for action in ("Install-Adapter", "Set-AdapterConfig", "Remove-Adapter")
+              for step in ps_steps(tree, action)
+              if step not in windows.CONFIGURE_V6 or plan.address6 is not None]
+    assert script == printed

@@ -1,0 +1,67 @@
+"""Flow hash: vector and scalar agree; a flow never changes worker; fragments stay together."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from engine.shard import worker_of, worker_of_one
+from packets import ipv4, ipv6, tcp, udp, vnet
+
+
+def place(frames, o=0):
+    pool = np.zeros((len(frames), 128), np.uint8)
+    for i, f in enumerate(frames):
+        f = f[:128]
+        pool[i, :len(f)] = np.frombuffer(f, np.uint8)
+    return pool, np.arange(len(frames), dtype=np.uint32), np.array(
+        [min(len(f), 128) for f in frames], np.uint32)
+
+
+def both(frames, workers, o=0):
+    pool, slots, lens = place(frames, o)
+    vec = worker_of(pool, slots, lens, o, workers).tolist()
+    sca = [worker_of_one(memoryview(pool[i]), o, int(lens[i]), workers) for i in range(len(frames))]
+    assert vec == sca
+    return vec
+
+
+def test_tcp_ports_spread_flows_over_workers():
+    frames = [ipv4("198.18.0.1", "198.18.0.5", tcp(40000 + i, 5201), proto=6) for i in range(64)]
+    assert len(set(both(frames, 4))) == 4
+
+
+def test_udp_flows_hash_on_addresses_only():
+    frames = [ipv4("198.18.0.1", "198.18.0.5", udp(40000 + i, 53, b"x")) for i in range(16)]
+    assert len(set(both(frames, 4))) == 1
+
+
+def test_fragments_of_a_datagram_stay_together():
+    """The first fragment carries ports, later ones do not: all go to one worker."""
+    payload = tcp(40000, 80)
+    first = ipv4("198.18.0.1", "198.18.0.7", payload, proto=6, ident=9, frag=0x2000)  # MF
+    later = ipv4("198.18.0.1", "198.18.0.7", b"\x99" * 16, proto=6, ident=9, frag=3)
+    whole = ipv4("198.18.0.1", "198.18.0.7", payload, proto=6, frag=0x4000)  # DF: not a fragment
+    w = both([first, later, whole], 64)
+    assert w[0] == w[1]
+
+
+def test_ipv6_and_vnet_offset():
+    frames = [vnet() + ipv6("2001:db8::1", f"2001:db8::{i:x}", tcp(i, 80), nh=6) for i in range(2, 40)]
+    assert len(set(both(frames, 4, o=10))) > 1
+
+
+def test_one_worker_is_always_zero():
+    assert both([b"", b"\x45", ipv4("1.1.1.1", "2.2.2.2")], 1) == [0, 0, 0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=100), min_size=1, max_size=30), st.integers(1, 8))
+def test_vector_and_scalar_agree_on_any_bytes(frames, workers):
+    w = both(frames, workers)
+    assert all(0 <= x < workers for x in w)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=20))
+def test_same_flow_same_worker_in_any_batch(sports):
+    frames = [ipv4("198.18.0.1", "198.18.0.9", tcp(s, 80), proto=6) for s in sports]
+    alone = [both([f], 4)[0] for f in frames]
+    assert both(frames, 4) == alone
