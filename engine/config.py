@@ -62,9 +62,13 @@ class Config:
     sink: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _check(0 < len(self.device.encode()) < IFNAMSIZ and "/" not in self.device
-               and not any(c.isspace() for c in self.device),
-               f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, no '/' or spaces")
+        if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
+            _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
+        else:
+            _check(0 < len(self.device.encode()) < IFNAMSIZ and "/" not in self.device
+                   and not any(c.isspace() for c in self.device),
+                   f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, no '/' "
+                   f"or spaces")
         _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
         _check(self.driver in DRIVERS, f"--driver {self.driver!r}: one of {', '.join(DRIVERS)}")
         _check(1 <= self.workers <= 64, f"--workers {self.workers}: between 1 and 64")

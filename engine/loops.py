@@ -1,6 +1,6 @@
-"""The process bodies: reader_loop, worker_loop, writer_loop (and io_loop, which runs the
-reader and writer as two threads of one process for devices that need it). Nothing else
-in the engine ends in `_loop`.
+"""The process bodies: reader_loop, worker_loop, writer_loop. Nothing else in the engine
+ends in `_loop`. (For devices with `io_threads`, the supervisor runs reader_loop and
+writer_loop as two threads of its own process.)
 
 Outbound flow of one frame (numbered as wireguard-go's send.go does):
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -92,6 +91,7 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     o, slot_size, batch = dev.vnet_hdr_len, L.slot_size, ctx.batch
     hwm = c[F["ring_hwm"]]
     idle_since = blocked_since = 0.0
+    lossless = getattr(dev, "lossless", False)  # a replay waits for us: never drop for room
     m.ready[0] = os.getpid()
 
     while not _stopping(m):
@@ -113,7 +113,7 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
             now = time.perf_counter()
             if not blocked_since:
                 blocked_since = now
-            if now - blocked_since < BACKPRESSURE_S:
+            if lossless or now - blocked_since < BACKPRESSURE_S:
                 sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
                 continue
             room = batch
@@ -338,15 +338,3 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
 
     cnt.commit()
     m.ctl[shm.WRITER_DONE] = 1
-
-
-# --------------------------------------------------------------------------- io
-def io_loop(ctx: Context) -> None:
-    """Reader and writer as two threads of one process, for devices whose handle or
-    session belongs to one process (Wintun; see engine/tun/__init__.py)."""
-    _child_setup()
-    m = shm.attach(ctx.prefix, ctx.layout)
-    t = threading.Thread(target=writer_loop, args=(ctx, m), name="writer", daemon=True)
-    t.start()
-    reader_loop(ctx, m)
-    t.join()

@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from typing import Dict, Optional
 
@@ -76,6 +77,7 @@ class Supervisor:
         self.cfg = cfg
         self.mp = multiprocessing.get_context(cfg.start_method)
         self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
+        self.threads: list = []
         self.restarts: list = []
         self.stop_reason: Optional[str] = None
         self.segments: Optional[shm.Segments] = None
@@ -86,6 +88,8 @@ class Supervisor:
         cfg = self.cfg
         self.dev = dev = open_device(cfg)
         try:
+            if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
+                self.cfg = cfg = cfg.replace(offload=False)
             addr4, addr6 = provision(cfg, dev)
             rule = Mirror(addr4, addr6, dev.vnet_hdr_len)
             layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
@@ -110,6 +114,8 @@ class Supervisor:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        if self.dev.io_threads:
+            self._start_io_threads()
         for name in self._actor_names():
             self._start(name)
         ready = False
@@ -120,6 +126,8 @@ class Supervisor:
                 self.stop_reason = "duration reached"
             if self.stop_reason is None:
                 self._restart_dead()
+            if any(not t.is_alive() for t in self.threads) and self.stop_reason is None:
+                self.stop_reason = "error: an I/O thread died"
             if not ready and all(self.segments.mapped.ready):
                 ready = True
                 log.info("ready: %s", ", ".join(f"{n} {p.pid}" for n, p in self.procs.items()))
@@ -134,16 +142,25 @@ class Supervisor:
 
     # ---- children ------------------------------------------------------------------
     def _actor_names(self):
-        if self.dev.io_threads:
-            return ["io", *(f"worker{i}" for i in range(self.cfg.workers))]
-        return ["reader", *(f"worker{i}" for i in range(self.cfg.workers)), "writer"]
+        workers = [f"worker{i}" for i in range(self.cfg.workers)]
+        return workers if self.dev.io_threads else ["reader", *workers, "writer"]
+
+    def _start_io_threads(self) -> None:
+        """Devices whose handle or session belongs to the process that opened it (Wintun,
+        TAP-Windows; see engine/tun/__init__.py) get their reader and writer as two
+        threads of the supervisor itself. A dead I/O thread stops the engine."""
+        m = self.segments.mapped
+        for name, body in (("reader", loops.reader_loop), ("writer", loops.writer_loop)):
+            t = threading.Thread(target=body, args=(self.ctx, m), name=f"engine-{name}",
+                                 daemon=True)
+            t.start()
+            self.threads.append(t)
 
     def _start(self, name: str) -> None:
         if name.startswith("worker"):
             target, args = loops.worker_loop, (self.ctx, int(name[6:]))
         else:
-            target = {"reader": loops.reader_loop, "writer": loops.writer_loop,
-                      "io": loops.io_loop}[name]
+            target = {"reader": loops.reader_loop, "writer": loops.writer_loop}[name]
             args = (self.ctx,)
         p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
         p.start()
@@ -173,6 +190,8 @@ class Supervisor:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         for name, p in self.procs.items():
             p.join(max(0.0, deadline - time.monotonic()))
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         for name, p in self.procs.items():
             if p.is_alive():
                 log.warning("%s did not stop in time; killing it", name)
@@ -200,7 +219,7 @@ class Supervisor:
 def _actor_index(name: str, workers: int) -> int:
     if name.startswith("worker"):
         return 1 + int(name[6:])
-    return 0 if name in ("reader", "io") else workers + 1
+    return 0 if name == "reader" else workers + 1
 
 
 def _drop_privileges(user: str, prefix: str) -> None:

@@ -13,6 +13,9 @@ def pytest_collection_modifyitems(config, items):
     skipped elsewhere with a reason; CI fails if any is skipped (see .ci/run)."""
     if PRIVILEGED and os.geteuid() == 0:
         return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError("CI must run the privileged tests: run as root with "
+                                "ENGINE_PRIVILEGED_TESTS=1 (make test does this for root)")
     why = ("needs root" if PRIVILEGED else "set ENGINE_PRIVILEGED_TESTS=1 (and run as root)")
     for item in items:
         if "privileged" in item.keywords:

@@ -17,6 +17,8 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   device has none; then `wait(timeout)` blocks until frames may be waiting.
 - `close()` is idempotent and invalidates the handle: a closed device raises, never
   touches a reused descriptor number (trio's _FdHolder).
+- `lossless` (optional, default False): frames wait in the device until read (a pcap
+  replay), so the reader waits for room in a full worker ring instead of dropping.
 - A device object is picklable while a child process is being started, so the supervisor
   opens it once and the reader and writer processes use the same kernel object.
   `io_threads` says the reader and writer must instead be two threads of one process:

@@ -19,6 +19,7 @@ from . import TunError
 class MemoryDevice:
     io_threads = False
     created = True
+    lossless = True  # frames wait here until read, so the reader waits for ring room
 
     def __init__(self, source: Optional[str], loops: int = 1, sink: Optional[str] = None,
                  name: str = "memory0", mtu: int = 1500, vnet_hdr_len: int = 0) -> None:
