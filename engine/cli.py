@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-loops", type=int, default=1, help="memory driver: replay count")
     p.add_argument("--sink", help="memory driver: pcap to write the mirrored frames to")
     p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
-    p.add_argument("--start-method", default="spawn", choices=START_METHODS,
-                   help=argparse.SUPPRESS)
+    p.add_argument("--start-method", default=Config.start_method, choices=START_METHODS,
+                   help="how worker processes start (default %(default)s)")
     p.add_argument("--show-topology", action="store_true",
                    help="print the pipeline and exit")
     return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -54,7 +55,10 @@ class Config:
     user: Optional[str] = None
     stats_interval: float = 0.0
     stats_file: Optional[str] = None
-    start_method: str = "spawn"
+    # forkserver: children fork from a server that has imported the engine already, so a
+    # start or restart takes milliseconds, and their arguments are still pickled as under
+    # spawn (Windows' only method), so pickling mistakes show up on Linux too.
+    start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
     wintun_dll: Optional[str] = None
     # memory driver (tests, kernel-free benchmark): frames replayed from a pcap, output pcap
     replay: Optional[str] = None

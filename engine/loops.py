@@ -77,82 +77,136 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     if m is None:
         _child_setup()
         m = shm.attach(ctx.prefix, ctx.layout)
-    L, dev, W = ctx.layout, ctx.device, ctx.workers
-    frames, views = m.frames, m.slot_views()
-    rx = [m.rx(i) for i in range(W)]
-    free_ring = m.free()
-    wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(W)]
-    watch = [dev.fileno()] if dev.fileno() >= 0 else []
-    sleeper = Sleeper(m.flag(0), ctx.efds[0], watch)
-    cnt = Counters(m.counters[0])
-    c = cnt.c
-    stack = _reclaim_free_slots(m, rx, free_ring)
-    lengths = np.zeros(ctx.batch, np.uint32)
-    o, slot_size, batch = dev.vnet_hdr_len, L.slot_size, ctx.batch
-    hwm = c[F["ring_hwm"]]
-    idle_since = blocked_since = 0.0
-    lossless = getattr(dev, "lossless", False)  # a replay waits for us: never drop for room
+    r = _Reader(ctx, m)
     m.ready[0] = os.getpid()
+    r.run()
+    m.ctl[shm.READER_DONE] = 1
+    for i in range(ctx.workers):  # let the workers see that nothing more is coming
+        os.eventfd_write(ctx.efds[1 + i].fd, 1)
 
-    while not _stopping(m):
-        start, n = free_ring.peek(L.free_capacity)
-        if n:
-            stack.extend(free_ring.slot[start:start + n].tolist())
-            free_ring.release(n)
-            continue
-        if not stack:  # every slot is in flight: wait for the writer to return some
-            sleeper.sleep(lambda: free_ring.available() > 0 or _stopping(m), IDLE_TIMEOUT)
-            continue
-        room = min(r.space() for r in rx)
-        if room:
-            blocked_since = 0.0
-        else:
-            # Some worker's ring is full. Hold back for a moment (the kernel queues, or
-            # drops, what we do not read); past BACKPRESSURE_S read anyway and drop the
-            # full ring's frames as ring_full, so one stuck worker cannot stall the rest.
-            now = time.perf_counter()
-            if not blocked_since:
-                blocked_since = now
-            if lossless or now - blocked_since < BACKPRESSURE_S:
-                sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
+
+class _Reader:
+    """State of reader_loop, split into steps so each reads top-down.
+
+    Small batches whose flows have nothing in flight are mirrored and written by the
+    reader itself (the inline path): with nothing queued for those flows, order cannot
+    change, and a lone packet (a ping, a TCP ACK) pays one process wake-up instead of
+    three. Everything else goes through the workers."""
+
+    def __init__(self, ctx: Context, m: shm.Mapped) -> None:
+        self.ctx, self.m, self.dev, self.W = ctx, m, ctx.device, ctx.workers
+        self.frames, self.views = m.frames, m.slot_views()
+        self.rx = [m.rx(i) for i in range(self.W)]
+        self.tx = [m.tx(i) for i in range(self.W)]
+        self.free_ring = m.free()
+        self.wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(self.W)]
+        fd = self.dev.fileno()
+        self.watch = [fd] if fd >= 0 else []
+        self.sleeper = Sleeper(m.flag(0), ctx.efds[0], self.watch)
+        self.cnt = Counters(m.counters[0])
+        self.stack = _reclaim_free_slots(m, self.rx, self.free_ring)
+        self.lengths = [0] * ctx.batch
+        self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
+
+    def run(self) -> None:
+        ctx, m, c = self.ctx, self.m, self.cnt.c
+        rx, free_ring, stack, views = self.rx, self.free_ring, self.stack, self.views
+        read_batch, lengths, batch = self.dev.read_batch, self.lengths, ctx.batch
+        idle_since = blocked_since = 0.0
+        while not m.ctl[shm.STOP]:
+            if free_ring.available():
+                start, n = free_ring.peek(free_ring.capacity)
+                stack.extend(free_ring.slot[start:start + n].tolist())
+                free_ring.release(n)
                 continue
-            room = batch
-        take = stack[-min(batch, room):]
-        n = dev.read_batch([views[s] for s in take], lengths)
-        if not n:
-            now = time.perf_counter()
-            if not idle_since:
-                idle_since = now
-            if now - idle_since < ctx.spin_s:
-                continue  # bounded spin: cheaper than sleep + wake when frames come back to back
-            idle_since = 0.0
-            c[F["sleeps"]] += 1
-            cnt.commit()
-            if watch:
-                sleeper.sleep(lambda: _stopping(m), IDLE_TIMEOUT)
+            if not stack:  # every slot is in flight: wait for the writer to return some
+                self.sleeper.sleep(lambda: free_ring.available() > 0 or _stopping(m), IDLE_TIMEOUT)
+                continue
+            room = min(r.space() for r in rx)
+            if room:
+                blocked_since = 0.0
             else:
-                dev.wait(IDLE_TIMEOUT)
-            continue
-        idle_since = 0.0
-        stack[len(stack) - len(take):] = take[n:]   # the slots now holding frames leave the stack
-        slots = np.array(take[:n], np.uint32)
-        lens = lengths[:n]
+                # A worker's ring is full. Hold back a moment (the kernel queues, or drops,
+                # what we do not read); past BACKPRESSURE_S read anyway and drop that ring's
+                # frames as ring_full, so one stuck worker cannot stall the others.
+                now = time.perf_counter()
+                blocked_since = blocked_since or now
+                if self.lossless or now - blocked_since < BACKPRESSURE_S:
+                    self.sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
+                    continue
+                room = batch
+            take = stack[-min(batch, room):]
+            n = read_batch([views[s] for s in take], lengths)
+            if not n:
+                now = time.perf_counter()
+                idle_since = idle_since or now
+                if now - idle_since < ctx.spin_s:
+                    continue  # bounded spin: cheaper than sleep + wake for back-to-back frames
+                idle_since = 0.0
+                c[F["sleeps"]] += 1
+                self.cnt.commit()
+                if self.watch:
+                    self.sleeper.sleep(lambda: _stopping(m), IDLE_TIMEOUT)
+                else:
+                    self.dev.wait(IDLE_TIMEOUT)
+                continue
+            idle_since = 0.0
+            del stack[len(stack) - len(take):]
+            stack.extend(take[n:])          # the slots now holding frames leave the stack
+            self.dispatch(take[:n], lengths[:n])
+            self.cnt.commit()
+        self.cnt.commit()
+
+    def dispatch(self, slots: list, lens: list) -> None:
+        c, n = self.cnt.c, len(slots)
         c[F["in_frames"]] += n
-        c[F["in_bytes"]] += int(lens.sum())
-        cnt.batch(n)
-        big = lens >= slot_size
-        if big.any():  # the read filled the slot: the frame was truncated
-            c[R_TOO_BIG] += int(big.sum())
-            stack.extend(slots[big].tolist())
-            slots, lens = slots[~big], lens[~big]
-        if W == 1:
-            dest = None
-        elif len(slots) <= SMALL_BATCH:
-            dest = np.array([shard.worker_of_one(views[s], o, ln, W)
-                             for s, ln in zip(slots.tolist(), lens.tolist())], np.intp)
-        else:
-            dest = shard.worker_of(frames, slots, lens, o, W)
-        for i in range(W):
+        c[F["in_bytes"]] += sum(lens)
+        self.cnt.batch(n)
+        if max(lens) >= self.m.layout.slot_size:  # the read filled a slot: truncated frame
+            keep = [k for k, ln in enumerate(lens) if ln < self.m.layout.slot_size]
+            c[R_TOO_BIG] += n - len(keep)
+            self.stack.extend(s for k, s in enumerate(slots) if k not in keep)
+            slots, lens = [slots[k] for k in keep], [lens[k] for k in keep]
+            n = len(slots)
+            if not n:
+                return
+        if n <= SMALL_BATCH:
+            o, W, views = self.dev.vnet_hdr_len, self.W, self.views
+            dest = [0] * n if W == 1 else [shard.worker_of_one(views[s], o, ln, W)
+                                           for s, ln in zip(slots, lens)]
+            if all(not self.rx[d].fill() and not self.tx[d].fill() for d in set(dest)):
+                self.inline(slots, lens)
+            else:
+                self.push(np.array(slots, np.uint32), np.array(lens, np.uint32),
+                          np.array(dest, np.intp))
+            return
+        s_arr, l_arr = np.array(slots, np.uint32), np.array(lens, np.uint32)
+        dest = None if self.W == 1 else shard.worker_of(self.frames, s_arr, l_arr,
+                                                        self.dev.vnet_hdr_len, self.W)
+        self.push(s_arr, l_arr, dest)
+
+    def inline(self, slots: list, lens: list) -> None:
+        """Mirror and write a small batch here (see the class docstring)."""
+        c, views, rule = self.cnt.c, self.views, self.ctx.rule
+        out_bufs, out_lens = [], []
+        for s, ln in zip(slots, lens):
+            reason = mirror_frame(rule, views[s], ln)
+            if reason:
+                c[DROP_BASE + reason - 1] += 1
+            else:
+                out_bufs.append(views[s])
+                out_lens.append(ln)
+        if out_bufs:
+            refused = self.dev.write_batch(out_bufs, out_lens)
+            c[F["inline_frames"]] += len(out_bufs) - refused
+            c[F["inline_bytes"]] += sum(out_lens)
+            c[R_WRITE_ERROR] += refused
+        self.stack.extend(slots)
+
+    def push(self, slots: np.ndarray, lens: np.ndarray, dest) -> None:
+        """Hand frames to their workers: one publish and at most one wake-up per ring."""
+        c = self.cnt.c
+        for i, ring in enumerate(self.rx):
             if dest is None:
                 s_i, l_i = slots, lens
             else:
@@ -160,21 +214,15 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
                 if not sel.any():
                     continue
                 s_i, l_i = slots[sel], lens[sel]
-            pushed = rx[i].push(s_i, l_i)
+            pushed = ring.push(s_i, l_i)
             if pushed < len(s_i):
                 c[R_RING_FULL] += len(s_i) - pushed
-                stack.extend(s_i[pushed:].tolist())
+                self.stack.extend(s_i[pushed:].tolist())
             c[F["out_frames"]] += pushed
-            fill = rx[i].fill()
-            if fill > hwm:
-                hwm = c[F["ring_hwm"]] = fill
-            wake[i].poke()
-        cnt.commit()
-
-    cnt.commit()
-    m.ctl[shm.READER_DONE] = 1
-    for i in range(W):  # let the workers see that nothing more is coming
-        os.eventfd_write(ctx.efds[1 + i].fd, 1)
+            fill = ring.fill()
+            if fill > c[F["ring_hwm"]]:
+                c[F["ring_hwm"]] = fill
+            self.wake[i].poke()
 
 
 def _reclaim_free_slots(m: shm.Mapped, rx, free_ring) -> list:

@@ -23,6 +23,7 @@ partial sum all stay valid (LINUX.md §1.5).
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -70,6 +71,7 @@ class Mirror:
     vnet_hdr_len: int = 0
     _v4: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v6: Optional[tuple] = field(init=False, repr=False, compare=False)
+    _v4i: Optional[tuple] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         v4 = v6 = None
@@ -81,6 +83,11 @@ class Mirror:
             net6 = self.address6.network
             v6 = (self.address6.ip.packed, net6.netmask.packed, net6.network_address.packed)
         object.__setattr__(self, "_v4", v4)
+        v4i = None
+        if v4 is not None:  # (address, mask, network, {addresses never reflected to})
+            a, m, n, b = (int.from_bytes(x, "big") for x in v4)
+            v4i = (a, m, n, frozenset((n, b, a)))
+        object.__setattr__(self, "_v4i", v4i)
         object.__setattr__(self, "_v6", v6)
 
     def mirrors4(self, src: bytes, dst: bytes) -> bool:
@@ -231,6 +238,12 @@ def _swap(frames, slots, ip, which, columns, start, stop) -> None:
 
 
 # ---------------------------------------------------------------- scalar path
+_HDR4 = struct.Struct("!BxH8xII")        # version/IHL, total length, src, dst
+_PAYLOAD6 = struct.Struct("!4xH")
+_SUM = [struct.Struct(f"={n}H") for n in range(31)]  # native words: see _checksum_ok
+_ADDR4 = struct.Struct("!II")
+
+
 def mirror_frame(rule: Mirror, buf, length: int) -> int:
     """The same rule for one frame in `buf` (a writable buffer), in plain Python: cheaper
     than the vector path for batches of a few frames, where numpy's per-call cost
@@ -239,33 +252,35 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
     n = length - o
     if n < 1:
         return R["malformed"]
-    first = buf[o]
-    ver = first >> 4
+    ver = buf[o] >> 4
     if ver == 4:
-        ihl = (first & 15) << 2
-        if (n < IPV4_MIN_HEADER or ihl < IPV4_MIN_HEADER or ihl > n
-                or ((buf[o + 2] << 8) | buf[o + 3]) != n):
+        if n < IPV4_MIN_HEADER:
             return R["malformed"]
-        s = sum(memoryview(bytes(buf[o:o + ihl])).cast("H"))  # see _checksum_ok
+        first, total, src, dst = _HDR4.unpack_from(buf, o)
+        ihl = (first & 15) << 2
+        if ihl < IPV4_MIN_HEADER or ihl > n or total != n:
+            return R["malformed"]
+        s = sum(_SUM[ihl >> 1].unpack_from(buf, o))
         if s == 0 or s % 0xFFFF:
             return R["bad_checksum"]
-    elif ver == 6:
-        if n < IPV6_HEADER or ((buf[o + 4] << 8) | buf[o + 5]) + IPV6_HEADER != n:
-            return R["malformed"]
-    else:
+        if o and not _vnet_ok_one(buf, n, 4):
+            return R["bad_vnet_hdr"]
+        v4 = rule._v4i
+        if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
+            return R["not_mirrored"]
+        _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
+        return FORWARD
+    if ver != 6:
         return R["not_ip"]
-    if o and not _vnet_ok_one(buf, n, ver):
+    if n < IPV6_HEADER or _PAYLOAD6.unpack_from(buf, o)[0] + IPV6_HEADER != n:
+        return R["malformed"]
+    if o and not _vnet_ok_one(buf, n, 6):
         return R["bad_vnet_hdr"]
-    if ver == 4:
-        src, dst = bytes(buf[o + IPV4_SRC:o + IPV4_DST]), bytes(buf[o + IPV4_DST:o + IPV4_DST + 4])
-        if not rule.mirrors4(src, dst):
-            return R["not_mirrored"]
-        buf[o + IPV4_SRC:o + IPV4_DST + 4] = dst + src
-    else:
-        src, dst = bytes(buf[o + IPV6_SRC:o + IPV6_DST]), bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
-        if not rule.mirrors6(src, dst):
-            return R["not_mirrored"]
-        buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst + src
+    src = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
+    dst = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
+    if not rule.mirrors6(src, dst):
+        return R["not_mirrored"]
+    buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst + src
     return FORWARD
 
 

@@ -169,6 +169,13 @@ class Segments:
             self._pool.unlink()
             raise
         self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
+        # >>> stats header (issue 5, provisional: engine/monitor.py LAYOUT_WORDS reads it):
+        # ctl words 4..7 = workers, pool_frames, slot_size, rx_capacity, so an outside
+        # reader (`python -m engine stats`) can rebuild the Layout from the segment alone.
+        for k, v in enumerate((layout.workers, layout.pool_frames, layout.slot_size,
+                               layout.rx_capacity), 4):
+            self.mapped.ctl[k] = v
+        # <<< stats header
 
     def unlink(self) -> None:
         for seg in (self._pool, self._ctl):

@@ -27,6 +27,7 @@ HIST_BINS = ("1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+")
 FIELDS = (
     "in_frames", "in_bytes", "out_frames", "out_bytes", "batches", "sleeps", "restarts",
     "ring_hwm",
+    "inline_frames", "inline_bytes",  # reader only: small batches it mirrored and wrote itself
     *(f"drop_{r}" for r in DROP_REASONS),
     *(f"batch_{b}" for b in HIST_BINS),
 )
@@ -74,5 +75,6 @@ def totals(rows: np.ndarray, workers: int) -> dict:
     reader, writer = rows[0], rows[workers + 1]
     drops = {r: int(rows[:, DROP_BASE + i].sum()) for i, r in enumerate(DROP_REASONS)}
     return {"rx_frames": int(reader[F["in_frames"]]), "rx_bytes": int(reader[F["in_bytes"]]),
-            "tx_frames": int(writer[F["out_frames"]]), "tx_bytes": int(writer[F["out_bytes"]]),
+            "tx_frames": int(writer[F["out_frames"]] + reader[F["inline_frames"]]),
+            "tx_bytes": int(writer[F["out_bytes"]] + reader[F["inline_bytes"]]),
             "drops": drops, "dropped": sum(drops.values())}

@@ -38,6 +38,7 @@ from .wake import new_eventfd
 log = logging.getLogger("engine")
 
 RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
+CREATED_TXQUEUELEN = 2048  # the kernel default is 500
 DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
 
 
@@ -66,8 +67,11 @@ def provision(cfg: Config, dev):
     elif cfg.address6 is not None and cfg.address6 != addr6:
         log.warning("%s already has %s; mirroring that (not --address6 %s)", dev.name, addr6,
                     cfg.address6)
-    if dev.created and cfg.mtu != prov.get_mtu(dev.name):
-        prov.set_mtu(dev.name, cfg.mtu)
+    if dev.created:
+        if cfg.mtu != prov.get_mtu(dev.name):
+            prov.set_mtu(dev.name, cfg.mtu)
+        # a deeper queue in front of the reader absorbs the moments it is not scheduled
+        prov.set_txqueuelen(dev.name, CREATED_TXQUEUELEN)
     prov.set_up(dev.name)
     return addr4, addr6
 
@@ -76,6 +80,8 @@ class Supervisor:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.mp = multiprocessing.get_context(cfg.start_method)
+        if cfg.start_method == "forkserver":
+            self.mp.set_forkserver_preload(["engine.loops"])
         self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
         self.threads: list = []
         self.restarts: list = []
@@ -192,11 +198,12 @@ class Supervisor:
             p.join(max(0.0, deadline - time.monotonic()))
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        for name, p in self.procs.items():
-            if p.is_alive():
-                log.warning("%s did not stop in time; killing it", name)
-                p.kill()
-                p.join(1.0)
+        late = [(name, p) for name, p in self.procs.items() if p.is_alive()]
+        for name, p in late:
+            log.warning("%s did not stop in time; killing it", name)
+            p.kill()
+        for _, p in late:
+            p.join(1.0)
 
     def _report(self) -> None:
         m = self.segments.mapped

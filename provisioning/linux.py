@@ -106,6 +106,13 @@ def get_mtu(name: str) -> int:
     return _ioctl("SIOCGIFMTU", name, abi.SIOCGIFMTU, abi.make_ifreq(name)).ifr_ivalue
 
 
+def set_txqueuelen(name: str, qlen: int) -> None:
+    """Length of the queue in front of the reader (TUN_READQ_SIZE follows it; default 500)."""
+    req = abi.make_ifreq(name)
+    req.ifr_ivalue = qlen
+    _ioctl("SIOCSIFTXQLEN", name, abi.SIOCSIFTXQLEN, req)
+
+
 def set_up(name: str, up: bool = True) -> None:
     req = _ioctl("SIOCGIFFLAGS", name, abi.SIOCGIFFLAGS, abi.make_ifreq(name))
     req.ifr_flags = (req.ifr_flags | abi.IFF_UP) if up else (req.ifr_flags & ~abi.IFF_UP)

@@ -44,6 +44,7 @@ def run_engine(tmp_path, frames, workers, extra=()):
            "--replay", str(src),
            "--sink", str(sink), "--workers", str(workers), "--no-offload",
            "--address", "198.18.0.1/24", "--address6", "2001:db8::1/64", "--duration", "4",
+           "--start-method", "spawn",  # Windows' only method: everything must pickle
            *extra]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr

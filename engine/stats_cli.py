@@ -1,0 +1,168 @@
+"""`python -m engine stats [--device NAME] [--json] [--watch SECONDS]`: a running engine's
+counters, rates and per-process resources, read from another process.
+
+The tool maps the engine's control segment READ-ONLY straight from /dev/shm (os.open
+O_RDONLY + mmap ACCESS_READ). It deliberately avoids multiprocessing.shared_memory: on
+Python 3.11 attaching registers the segment with this process's resource tracker, which
+would unlink the engine's segment when the tool exits. The pool (the packets) is never
+mapped. The Layout comes from the segment's own header (ctl words 4..7, see
+engine/monitor.py LAYOUT_WORDS), so the tool needs no engine settings.
+
+Segments are named by device and network namespace (engine/shm.py), so the tool sees the
+engine on that device in its own namespace only (run it under `ip netns exec` for another).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import mmap
+import os
+import struct
+import sys
+import time
+from typing import List, Optional
+
+import psutil
+
+from . import monitor, shm
+from .stats import counters_view
+from .config import DEFAULT_DEVICE
+from .errors import EngineError
+
+RATE_INTERVAL = 1.0   # seconds between the two samples of a one-shot report
+START_WAIT = 2.0      # seconds to wait for an engine that is creating its segments
+
+
+class NoEngine(EngineError):
+    """No running engine on that device in this network namespace."""
+
+
+class CtlView(shm.Mapped):
+    """shm.Mapped without the pool: read-only views over the control segment alone
+    (layout, ctl, worker_done, ready, counters, and rx/tx/free rings through the
+    inherited methods). Writing through it raises; `frames`/`slot_views` do not exist."""
+
+    def __init__(self, layout: shm.Layout, ctl_buf) -> None:  # pylint: disable=super-init-not-called
+        L = layout
+        mv = memoryview(ctl_buf)
+        self.layout = L
+        self.ctl = mv[:shm.LINE].cast("Q")
+        self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
+        self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
+        self.counters = counters_view(mv[L.counters_at:L.rings_at], L.workers)
+        self._mv = mv
+
+
+def attach_readonly(device: str, wait: float = START_WAIT):
+    """(CtlView, path) of the engine running on `device` in this network namespace;
+    raises NoEngine with a one-line reason otherwise."""
+    path = f"/dev/shm/{shm.shm_prefix(device)}.ctl"
+    deadline = time.monotonic() + wait
+    while True:
+        buf, header = _map(path, device)
+        if header is not None and header[shm.SUPERVISOR_PID] and all(header[monitor.LAYOUT_WORDS]):
+            break
+        if time.monotonic() >= deadline:  # segment without a (complete) header
+            raise NoEngine(f"the engine on {device} is still starting, or predates the stats "
+                           f"header ({path})")
+        time.sleep(0.05)
+    layout = shm.Layout(*header[monitor.LAYOUT_WORDS])
+    if layout.ctl_bytes != len(buf):
+        raise NoEngine(f"{path}: {len(buf)} bytes, but its header describes {layout.ctl_bytes} "
+                       f"(an engine of another version?)")
+    sup = header[shm.SUPERVISOR_PID]
+    if not _alive_since(sup, os.stat(path).st_ctime):
+        raise NoEngine(f"no engine runs on device {device} in this network namespace (its "
+                       f"supervisor, pid {sup}, is gone; the next start reclaims {path})")
+    return CtlView(layout, buf), path
+
+
+def _map(path: str, device: str):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NoEngine(f"no engine runs on device {device} in this network namespace") from None
+    except PermissionError:
+        raise NoEngine(f"{path}: permission denied (run as root or as the engine's --user)") \
+            from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < shm.LINE:  # created, not yet sized
+            return None, None
+        buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    return buf, struct.unpack_from("8Q", buf)
+
+
+def _alive_since(pid: int, created: float) -> bool:
+    """pid runs and is older than the segment (not a later process that reused the pid)."""
+    try:
+        return psutil.Process(pid).create_time() <= created + 1.0
+    except psutil.Error:
+        return False
+
+
+def still_running(view: CtlView, path: str) -> bool:
+    """The segment we map is still the live one (not unlinked at the engine's exit)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return _alive_since(int(view.ctl[shm.SUPERVISOR_PID]), st.st_ctime)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine stats",
+        description="Counters, rates and per-process CPU/RSS of the engine running on a "
+                    "device in this network namespace (read-only).")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"device name (default {DEFAULT_DEVICE})")
+    p.add_argument("--json", action="store_true", help="one JSON object (per sample with --watch)")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="print rates every SECONDS until interrupted")
+    return p
+
+
+def report(device: str, prev, cur, as_json: bool, with_counters: bool) -> str:
+    if as_json:
+        return json.dumps({**dataclasses.asdict(cur), "rates": monitor.rates(prev, cur)},
+                          separators=(",", ":"))
+    sup = cur.procs.get("supervisor", {}).get("pid", "?")
+    head = (f"engine on {device}: supervisor pid {sup}, {cur.workers} workers, "
+            f"{cur.shm_bytes / 2**20:.1f} MiB shared")
+    parts = [head, monitor.format_counters(cur)] if with_counters else []
+    return "\n".join(parts + [monitor.format_table(prev, cur)])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.watch is not None and args.watch <= 0:
+        build_parser().error("--watch: a positive number of seconds")
+    try:
+        view, path = attach_readonly(args.device)
+        cache: dict = {}
+        prev = monitor.snapshot(view, view.layout.workers, cache, args.device)
+        interval = args.watch or RATE_INTERVAL
+        first = True
+        while True:
+            time.sleep(interval)
+            if not still_running(view, path):
+                raise NoEngine(f"the engine on {args.device} has stopped")
+            cur = monitor.snapshot(view, view.layout.workers, cache, args.device)
+            print(report(args.device, prev, cur, args.json,
+                         with_counters=first or not args.watch), flush=True)
+            if args.watch is None:
+                return 0
+            if not args.json:
+                print()
+            prev, first = cur, False
+    except EngineError as e:
+        print(f"engine: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `stats | head`: the reader has gone, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
