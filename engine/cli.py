@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
     p.add_argument("--start-method", default=Config.start_method, choices=START_METHODS,
                    help="how worker processes start (default %(default)s)")
+    p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="every SECONDS, append a stats snapshot to --stats-file and print "
+                        "a table of rates on stderr when it is a terminal (default 0: "
+                        "only on SIGUSR1 and at exit)")
+    p.add_argument("--stats-file", metavar="PATH",
+                   help="append stats snapshots to PATH, one JSON line each")
     p.add_argument("--show-topology", action="store_true",
                    help="print the pipeline and exit")
     return p
@@ -55,7 +61,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         mtu=a.mtu, offload=a.offload, batch_size=a.batch_size, pool_mib=a.pool_mib,
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
-        replay_loops=a.replay_loops, sink=a.sink)
+        replay_loops=a.replay_loops, sink=a.sink, stats_interval=a.stats_interval,
+        stats_file=a.stats_file)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

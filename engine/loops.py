@@ -66,6 +66,8 @@ class Context:
 def _child_setup() -> None:
     # Ctrl-C reaches the whole process group; only the supervisor decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGUSR1"):  # a stats request is for the supervisor alone
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _stopping(m: shm.Mapped) -> bool:
@@ -219,6 +221,7 @@ class _Reader:
                 c[R_RING_FULL] += len(s_i) - pushed
                 self.stack.extend(s_i[pushed:].tolist())
             c[F["out_frames"]] += pushed
+            c[F["out_bytes"]] += int(l_i[:pushed].sum())
             fill = ring.fill()
             if fill > c[F["ring_hwm"]]:
                 c[F["ring_hwm"]] = fill

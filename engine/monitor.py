@@ -40,7 +40,7 @@ log = logging.getLogger("engine")
 
 # ctl words 4..7 of the first cache line: the numbers the Layout derives from. Written by
 # shm.Segments at creation, so an outside reader needs nothing but the segment.
-LAYOUT_WORDS = slice(4, 8)  # workers, pool_frames, slot_size, rx_capacity
+LAYOUT_WORDS = shm.LAYOUT_WORDS
 
 
 @dataclass(frozen=True)

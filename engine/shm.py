@@ -24,8 +24,11 @@ from . import stats
 from .ring import Ring, ring_bytes
 
 LINE = 64
-# control words (uint64), one cache line
+# control words (uint64), one cache line. Words 4..7 describe the layout, so an outside
+# reader (`python -m engine stats`) can rebuild it from the segment alone.
 STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
+WORKERS, POOL_FRAMES, SLOT_SIZE, RX_CAPACITY = 4, 5, 6, 7
+LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 8
 
 
@@ -169,13 +172,9 @@ class Segments:
             self._pool.unlink()
             raise
         self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
-        # >>> stats header (issue 5, provisional: engine/monitor.py LAYOUT_WORDS reads it):
-        # ctl words 4..7 = workers, pool_frames, slot_size, rx_capacity, so an outside
-        # reader (`python -m engine stats`) can rebuild the Layout from the segment alone.
-        for k, v in enumerate((layout.workers, layout.pool_frames, layout.slot_size,
-                               layout.rx_capacity), 4):
-            self.mapped.ctl[k] = v
-        # <<< stats header
+        for word, value in zip(range(WORKERS, RX_CAPACITY + 1), (
+                layout.workers, layout.pool_frames, layout.slot_size, layout.rx_capacity)):
+            self.mapped.ctl[word] = value
 
     def unlink(self) -> None:
         for seg in (self._pool, self._ctl):

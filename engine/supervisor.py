@@ -29,6 +29,7 @@ import time
 from typing import Dict, Optional
 
 from . import loops, shm, stats
+from .monitor import Dumper
 from .config import Config, parse_address, DEFAULT_ADDRESS
 from .errors import EngineError
 from .rewrite import Mirror
@@ -118,8 +119,12 @@ class Supervisor:
 
     def _supervise(self) -> int:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
+        dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
+        self.dump_requested = False
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <supervisor pid>` dumps stats now
+            signal.signal(signal.SIGUSR1, self._on_usr1)
         if self.dev.io_threads:
             self._start_io_threads()
         for name in self._actor_names():
@@ -137,10 +142,18 @@ class Supervisor:
             if not ready and all(self.segments.mapped.ready):
                 ready = True
                 log.info("ready: %s", ", ".join(f"{n} {p.pid}" for n, p in self.procs.items()))
+            if self.dump_requested:
+                self.dump_requested = False
+                dumper.dump_now()
+            dumper.tick(time.monotonic())
         log.info("stopping: %s", self.stop_reason)
         self._stop_children()
         self._report()
+        dumper.final()
         return 1 if self.stop_reason.startswith("error") else 0
+
+    def _on_usr1(self, _signum, _frame) -> None:
+        self.dump_requested = True  # the main loop dumps (no I/O in a signal handler)
 
     def _on_signal(self, signum, _frame) -> None:
         if self.stop_reason is None:
