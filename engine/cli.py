@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "only on SIGUSR1 and at exit)")
     p.add_argument("--stats-file", metavar="PATH",
                    help="append stats snapshots to PATH, one JSON line each")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="capture the mirrored frames to PATH (pcap, readable by tcpdump -r)")
+    p.add_argument("--pcap-count", type=int, default=100_000, metavar="N",
+                   help="stop capturing after N frames (default %(default)s)")
     p.add_argument("--show-topology", action="store_true",
                    help="print the pipeline and exit")
     return p
@@ -62,7 +66,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
         replay_loops=a.replay_loops, sink=a.sink, stats_interval=a.stats_interval,
-        stats_file=a.stats_file)
+        stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

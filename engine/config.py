@@ -55,6 +55,8 @@ class Config:
     user: Optional[str] = None
     stats_interval: float = 0.0
     stats_file: Optional[str] = None
+    pcap: Optional[str] = None      # capture mirrored frames here
+    pcap_count: int = 100_000       # ...up to this many
     # forkserver: children fork from a server that has imported the engine already, so a
     # start or restart takes milliseconds, and their arguments are still pickled as under
     # spawn (Windows' only method), so pickling mistakes show up on Linux too.
@@ -87,6 +89,7 @@ class Config:
         _check(self.start_method in START_METHODS,
                f"start method {self.start_method!r}: one of {', '.join(START_METHODS)}")
         _check(self.replay_loops >= 1, "--replay-loops: at least 1")
+        _check(self.pcap_count >= 1, "--pcap-count: at least 1")
         _check(self.driver == "memory" or not (self.replay or self.sink),
                "--replay and --sink need --driver memory")
         if self.address is not None:

@@ -31,6 +31,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import shard, shm
+from .capture import Capture
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
 from .stats import DROP_BASE, DROP_REASONS, Counters, F
@@ -57,6 +58,7 @@ class Context:
     batch: int
     spin_s: float
     efds: Tuple[InheritedFd, ...]   # one eventfd per actor: reader, workers..., writer
+    capture: Optional[Capture] = None  # --pcap
 
     @property
     def workers(self) -> int:
@@ -109,6 +111,7 @@ class _Reader:
         self.stack = _reclaim_free_slots(m, self.rx, self.free_ring)
         self.lengths = [0] * ctx.batch
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
+        self.capture = _open_capture(ctx, m)
 
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
@@ -199,6 +202,8 @@ class _Reader:
                 out_bufs.append(views[s])
                 out_lens.append(ln)
         if out_bufs:
+            if self.capture:
+                self.capture.frames(out_bufs, out_lens)
             refused = self.dev.write_batch(out_bufs, out_lens)
             c[F["inline_frames"]] += len(out_bufs) - refused
             c[F["inline_bytes"]] += sum(out_lens)
@@ -226,6 +231,10 @@ class _Reader:
             if fill > c[F["ring_hwm"]]:
                 c[F["ring_hwm"]] = fill
             self.wake[i].poke()
+
+
+def _open_capture(ctx: Context, m: shm.Mapped):
+    return ctx.capture.open(m.ctl[shm.CAPTURED:shm.CAPTURED + 1]) if ctx.capture else None
 
 
 def _reclaim_free_slots(m: shm.Mapped, rx, free_ring) -> list:
@@ -342,6 +351,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     cnt = Counters(m.counters[W + 1])
     c = cnt.c
     hwm = c[F["ring_hwm"]]
+    capture = _open_capture(ctx, m)
     m.ready[W + 1] = os.getpid()
 
     def has_work():
@@ -364,11 +374,11 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
             live = lens.nonzero()[0]
             k = len(live)
             if k:
-                if k == n:
-                    refused = dev.write_batch([views[s] for s in slots.tolist()], lens.tolist())
-                else:
-                    refused = dev.write_batch([views[s] for s in slots[live].tolist()],
-                                              lens[live].tolist())
+                bufs = [views[s] for s in (slots if k == n else slots[live]).tolist()]
+                out_lens = (lens if k == n else lens[live]).tolist()
+                if capture:
+                    capture.frames(bufs, out_lens)
+                refused = dev.write_batch(bufs, out_lens)
                 c[F["in_frames"]] += k
                 c[F["out_frames"]] += k - refused
                 c[F["out_bytes"]] += int(lens.sum())  # approximate when some are refused

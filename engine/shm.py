@@ -28,8 +28,9 @@ LINE = 64
 # reader (`python -m engine stats`) can rebuild it from the segment alone.
 STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
 WORKERS, POOL_FRAMES, SLOT_SIZE, RX_CAPACITY = 4, 5, 6, 7
+CAPTURED = 8  # frames written to --pcap (second cache line: it changes under load)
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
-_CTL_WORDS = 8
+_CTL_WORDS = 16
 
 
 def _align(n: int) -> int:
@@ -72,7 +73,7 @@ class Layout:
     # offsets
     @property
     def worker_done_at(self) -> int:
-        return LINE
+        return 2 * LINE
 
     @property
     def ready_at(self) -> int:

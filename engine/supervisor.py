@@ -29,6 +29,7 @@ import time
 from typing import Dict, Optional
 
 from . import loops, shm, stats
+from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, DEFAULT_ADDRESS
 from .errors import EngineError
@@ -104,15 +105,22 @@ class Supervisor:
             self.segments = shm.Segments(prefix, layout)
             self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
             efds = tuple(new_eventfd() for _ in range(layout.actors))
+            capture = None
+            if cfg.pcap:
+                capture = Capture(cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len)
+                try:
+                    capture.create()
+                except OSError as e:
+                    raise EngineError(f"--pcap {cfg.pcap}: {e.strerror}") from None
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
-                                     cfg.spin_us / 1e6, efds)
+                                     cfg.spin_us / 1e6, efds, capture)
             log.info("mirroring %s on %s (%s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
                      dev.name, "created" if dev.created else "attached", cfg.workers,
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
             if cfg.user:
-                _drop_privileges(cfg.user, prefix)
+                _drop_privileges(cfg.user, prefix, cfg.pcap)
             return self._supervise()
         finally:
             self._cleanup()
@@ -242,7 +250,7 @@ def _actor_index(name: str, workers: int) -> int:
     return 0 if name == "reader" else workers + 1
 
 
-def _drop_privileges(user: str, prefix: str) -> None:
+def _drop_privileges(user: str, prefix: str, pcap_path: Optional[str]) -> None:
     """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
     are handed to `user`, then supplementary groups, gid and uid are set, in that order."""
     import pwd
@@ -250,8 +258,9 @@ def _drop_privileges(user: str, prefix: str) -> None:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise EngineError(f"--user {user!r}: no such user") from None
-    for part in ("pool", "ctl"):
-        os.chown(f"/dev/shm/{prefix}.{part}", pw.pw_uid, pw.pw_gid)
+    for path in (f"/dev/shm/{prefix}.pool", f"/dev/shm/{prefix}.ctl", pcap_path):
+        if path:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
     os.setgroups(os.getgrouplist(user, pw.pw_gid))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)

@@ -162,3 +162,27 @@ def test_without_root_says_so():
         assert "root" in p.stderr
     finally:
         ns.close()
+
+
+def test_pcap_capture_read_back_by_tcpdump(tmp_path):
+    """--pcap writes the mirrored frames; tcpdump -r shows the reflected ping and TCP."""
+    ns = Netns()
+    path = str(tmp_path / "mirror.pcap")
+    try:
+        eng = Engine(ns, "--workers", "2", *ADDR, "--pcap", path, "--pcap-count", "5000")
+        ns.run("ping", "-c", "3", "-i", "0.05", "-W", "2", "198.18.0.5")
+        r = json.loads(ns.tool("tcp-transfer", "--peer", "198.18.0.9", "--port", "8080",
+                               "--size", str(2 << 20)))
+        assert r["sha256"] == r["want"]
+        assert eng.stop()[0] == 0
+    finally:
+        ns.close()
+    p = subprocess.run(["tcpdump", "-nn", "-r", path], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert sum("198.18.0.5 > 198.18.0.1: ICMP echo request" in ln for ln in lines) == 3
+    assert sum("198.18.0.5 > 198.18.0.1: ICMP echo reply" in ln for ln in lines) == 3
+    assert any("198.18.0.9.8080 > 198.18.0.1." in ln for ln in lines)   # server -> client
+    assert any(ln.startswith(tuple("0123456789")) and "198.18.0.9" in ln and
+               "> 198.18.0.1.8080" in ln for ln in lines)                  # client -> server
+    assert len(lines) <= 5000 + 2 * 64
