@@ -45,6 +45,7 @@ BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
+R_WORKER_RESTART = DROP_BASE + DROP_REASONS.index("worker_restart")
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ def worker_loop(ctx: Context, i: int) -> None:
     cnt = Counters(m.counters[1 + i])
     c = cnt.c
     rule, batch = ctx.rule, ctx.batch
-    _drop_duplicates(rx, tx)
+    _recover_worker(m, i, rx, tx, sleeper, c)
+    cnt.commit()
     m.ready[1 + i] = os.getpid()
 
     def has_work():
@@ -291,6 +293,7 @@ def worker_loop(ctx: Context, i: int) -> None:
             n = room
         slots = rx.slot[start:start + n]
         lens = rx.length[start:start + n]
+        m.worker_busy[i] = rx._read + n  # these frames may be half rewritten until released
         if n <= SMALL_BATCH:
             reasons = np.array([mirror_frame(rule, views[s], ln) for s, ln in
                                 zip(slots.tolist(), lens.tolist())], np.uint8)
@@ -310,6 +313,7 @@ def worker_loop(ctx: Context, i: int) -> None:
         c[F["out_bytes"]] += int(out.sum())
         tx.push(slots, out)   # push before release: a crash in between is undone at restart
         rx.release(n)
+        m.worker_busy[i] = 0
         writer.poke()
         cnt.commit()
 
@@ -318,23 +322,50 @@ def worker_loop(ctx: Context, i: int) -> None:
     os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
 
 
-def _drop_duplicates(rx, tx) -> None:
-    """A worker killed between pushing a run to tx and releasing it from rx leaves those
-    descriptors in both rings. A slot cannot legitimately be in flight twice, so release
-    from rx every leading descriptor still unreleased in tx."""
+def _recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
+    """Undo what a killed predecessor left half done (a no-op at first start).
+
+    1. Killed between pushing a run to tx and releasing it from rx: the run is in both
+       rings. It goes on through tx; it is released from rx. Its drop reasons were never
+       committed, so its dropped frames (length 0 in tx) count as worker_restart.
+    2. Killed while rewriting (worker_busy past the rx cursor): those frames may be half
+       rewritten. They are dropped as worker_restart: pushed with length 0, so the writer
+       returns their slots (the pool never shrinks)."""
     pending = rx.available()
-    if not pending or not tx.fill():
-        return
-    in_tx = set()
-    r, w = tx._cur[8], tx._cur[0]
-    for k in range(r, w):
-        in_tx.add(int(tx.slot[k & tx.mask]))
-    n = 0
-    r = rx._read
-    while n < pending and int(rx.slot[(r + n) & rx.mask]) in in_tx:
-        n += 1
-    if n:
+    if pending and tx.fill():
+        in_tx = {}
+        for k in range(tx._cur[8], tx._cur[0]):
+            in_tx[int(tx.slot[k & tx.mask])] = int(tx.length[k & tx.mask])
+        n = 0
+        while n < pending and int(rx.slot[(rx._read + n) & rx.mask]) in in_tx:
+            c[R_WORKER_RESTART] += in_tx[int(rx.slot[(rx._read + n) & rx.mask])] == 0
+            n += 1
+        if n:
+            rx.release(n)
+    left = m.worker_busy[i] - rx._read if m.worker_busy[i] > rx._read else 0
+    while left:
+        start, n = rx.peek(left)
+        n = min(n, tx.space())
+        if not n:
+            sleeper.sleep(lambda: tx.space() > 0, 0.01)
+            continue
+        tx.push(rx.slot[start:start + n], np.zeros(n, np.uint32))
         rx.release(n)
+        c[R_WORKER_RESTART] += n
+        left -= n
+    m.worker_busy[i] = 0
+
+
+def _recover_writer(m: shm.Mapped, tx: list, free_ring) -> None:
+    """A writer killed after returning a run's slots to the free ring but before
+    releasing the run from its tx ring would leave those slots in both: the reader could
+    reuse one while we wrote it again. The journal says whether the return happened."""
+    ring = m.ctl[shm.WRITER_RING]
+    if ring:
+        t, upto = tx[ring - 1], m.ctl[shm.WRITER_UPTO]
+        if free_ring._cur[0] != m.ctl[shm.WRITER_FREE_BEFORE] and t._read < upto:
+            t.release(upto - t._read)
+        m.ctl[shm.WRITER_RING] = 0
 
 
 # --------------------------------------------------------------------------- writer
@@ -352,6 +383,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     c = cnt.c
     hwm = c[F["ring_hwm"]]
     capture = _open_capture(ctx, m)
+    _recover_writer(m, tx, free_ring)
     m.ready[W + 1] = os.getpid()
 
     def has_work():
@@ -362,7 +394,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
 
     while True:
         moved = 0
-        for t in tx:
+        for i, t in enumerate(tx):
             start, n = t.peek(batch)
             if not n:
                 continue
@@ -383,8 +415,12 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
                 c[F["out_frames"]] += k - refused
                 c[F["out_bytes"]] += int(lens.sum())  # approximate when some are refused
                 c[R_WRITE_ERROR] += refused
+            m.ctl[shm.WRITER_FREE_BEFORE] = free_ring._write   # journal (_recover_writer)
+            m.ctl[shm.WRITER_UPTO] = t._read + n
+            m.ctl[shm.WRITER_RING] = i + 1
             free_ring.push(slots, lens)
             t.release(n)
+            m.ctl[shm.WRITER_RING] = 0
             cnt.batch(n)
             moved += n
         if moved:

@@ -26,8 +26,13 @@ _MASK32 = 0xFFFFFFFF
 
 
 def _finish(k: int, workers: int) -> int:
+    """Mix the 32-bit key and map it onto [0, workers) by its high bits (Lemire's
+    multiply-shift), so variation anywhere in the key (an address's last byte sits in the
+    top byte of a little-endian word) reaches the result."""
+    k ^= k >> 16
     h = (k * _M1) & _MASK32
-    return (h ^ (h >> 15)) % workers
+    h ^= h >> 16
+    return (h * workers) >> 32
 
 
 def flow_key_one(buf, o: int, length: int) -> int:
@@ -74,9 +79,11 @@ def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int
         k = w[:, 3] ^ w[:, 4] ^ h[:, 9] ^ np.where(tcp, w[:, 5], 0)
     else:
         k = _keys(h, w, L)
-    hsh = (k.astype(np.uint64) * np.uint64(_M1)) & np.uint64(_MASK32)
-    hsh ^= hsh >> np.uint64(15)
-    return (hsh % np.uint64(workers)).astype(np.intp)
+    k = k.astype(np.uint64)
+    k ^= k >> np.uint64(16)
+    hsh = (k * np.uint64(_M1)) & np.uint64(_MASK32)   # as _finish, for the whole batch
+    hsh ^= hsh >> np.uint64(16)
+    return ((hsh * np.uint64(workers)) >> np.uint64(32)).astype(np.intp)
 
 
 def _keys(h: np.ndarray, w: np.ndarray, L: np.ndarray) -> np.ndarray:

@@ -29,6 +29,10 @@ LINE = 64
 STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
 WORKERS, POOL_FRAMES, SLOT_SIZE, RX_CAPACITY = 4, 5, 6, 7
 CAPTURED = 8  # frames written to --pcap (second cache line: it changes under load)
+# the writer's journal (engine/loops.py, _recover_writer): which tx ring it is returning
+# slots from (index + 1, 0 = none), up to which cursor, and the free ring's write cursor
+# before the return
+WRITER_RING, WRITER_UPTO, WRITER_FREE_BEFORE = 9, 10, 11
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 16
 
@@ -76,8 +80,12 @@ class Layout:
         return 2 * LINE
 
     @property
-    def ready_at(self) -> int:
+    def worker_busy_at(self) -> int:
         return self.worker_done_at + _align(8 * self.workers)
+
+    @property
+    def ready_at(self) -> int:
+        return self.worker_busy_at + _align(8 * self.workers)
 
     @property
     def flags_at(self) -> int:
@@ -130,6 +138,8 @@ class Mapped:
         mv = memoryview(ctl_buf)
         self.ctl = mv[:_CTL_WORDS * 8].cast("Q")
         self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
+        # worker i's rx cursor after the run it is rewriting, 0 when idle (_recover_worker)
+        self.worker_busy = mv[L.worker_busy_at:L.worker_busy_at + 8 * L.workers].cast("Q")
         self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
         self.counters = stats.counters_view(mv[L.counters_at:L.rings_at], L.workers)
         self._mv = mv

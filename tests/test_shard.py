@@ -65,3 +65,11 @@ def test_same_flow_same_worker_in_any_batch(sports):
     frames = [ipv4("198.18.0.1", "198.18.0.9", tcp(s, 80), proto=6) for s in sports]
     alone = [both([f], 4)[0] for f in frames]
     assert both(frames, 4) == alone
+
+
+def test_peers_of_one_device_spread_over_workers():
+    """UDP to different peers (only the last address byte differs) must not all land on
+    one worker."""
+    frames = [ipv4("198.18.0.1", f"198.18.0.{i}", udp(999, 7, b"x")) for i in range(2, 66)]
+    counts = [both(frames, 4).count(w) for w in range(4)]
+    assert min(counts) >= 6, counts

@@ -1,0 +1,140 @@
+"""Read-only look at a running engine from the test process (outside its namespace).
+
+`python -m engine stats --json` is the public tool, but a one-shot report takes a second
+(it samples rates), too slow to follow actors being killed every 0.5 s. This maps the same
+control segment the same way (read-only mmap; engine/stats_cli.py CtlView), so the figures
+are the engine's own: ready words (actor pids), counters, ring fills, layout.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import time
+
+import psutil
+
+from engine import monitor, shm, stats
+from engine.stats_cli import CtlView
+
+from netns import PY, Netns
+
+
+class Probe:
+    def __init__(self, ns: Netns, device: str = "mir0", wait: float = 10.0) -> None:
+        deadline = time.time() + wait
+        while True:
+            paths = [p for p in ns.shm_segments(device) if p.endswith(".ctl")]
+            if paths:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"no control segment for {device} in {ns.name}")
+            time.sleep(0.05)
+        self.path = paths[0]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self.buf = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        header = struct.unpack_from("8Q", self.buf)
+        self.layout = shm.Layout(*header[shm.LAYOUT_WORDS])
+        self.view = CtlView(self.layout, self.buf)
+        self.workers = self.layout.workers
+        self.pool_frames = self.layout.pool_frames
+
+    def pids(self) -> dict:
+        """role -> pid announced in shared memory (a killed actor's word stays until its
+        successor overwrites it)."""
+        return monitor.engine_pids(self.view, self.workers)
+
+    def actor_pid(self, role: str) -> int:
+        return self.pids()[role]
+
+    def totals(self) -> dict:
+        rows = self.view.counters.copy()
+        t = stats.totals(rows, self.workers)
+        t["in_flight"] = t["rx_frames"] - t["tx_frames"] - t["dropped"]
+        t["restarts"] = int(rows[:, stats.F["restarts"]].sum())
+        return t
+
+    def rings(self) -> dict:
+        r = {f"{e}{i}": getattr(self.view, e)(i).fill() for e in ("rx", "tx")
+             for i in range(self.workers)}
+        r["free"] = self.view.free().fill()
+        return r
+
+    def wait_replaced(self, role: str, old_pid: int, timeout: float = 10.0) -> int:
+        """Wait until `role` runs under a new, live pid; returns it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pid = self.pids().get(role)
+            if pid and pid != old_pid and psutil.pid_exists(pid):
+                return pid
+            time.sleep(0.01)
+        raise AssertionError(f"{role} (pid {old_pid}) was not restarted within {timeout} s")
+
+    def quiescent(self, timeout: float = 10.0, settle: float = 0.3) -> dict:
+        """Totals once nothing is in flight and nothing moves for `settle` seconds."""
+        deadline = time.time() + timeout
+        last = self.totals()
+        while time.time() < deadline:
+            time.sleep(settle)
+            cur = self.totals()
+            if cur["in_flight"] == 0 and cur["rx_frames"] == last["rx_frames"]:
+                return cur
+            last = cur
+        return last
+
+    def close(self) -> None:
+        self.view = None
+        try:
+            self.buf.close()
+        except BufferError:  # views still exported: the mapping goes with the process
+            pass
+
+
+def engine_tree(supervisor_pid: int) -> list:
+    """The supervisor and every process below it (forkserver, actors, resource tracker)."""
+    try:
+        sup = psutil.Process(supervisor_pid)
+        return [sup] + sup.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs) -> list:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def stats_json(ns: Netns, device: str = "mir0") -> dict:
+    """The public tool, run inside the namespace."""
+    p = ns.run(PY, "-m", "engine", "stats", "--device", device, "--json", timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def stats_quiescent(ns: Netns, device: str = "mir0", tries: int = 8) -> dict:
+    out = None
+    for _ in range(tries):
+        out = stats_json(ns, device)
+        t = out["totals"]
+        if t["in_flight"] == 0 and out["rates"]["rx_pps"] == 0:
+            return out
+    return out
+
+
+def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
