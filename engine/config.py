@@ -24,6 +24,7 @@ CACHE_LINE = 64
 MODES = ("tun",)
 DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
 START_METHODS = ("spawn", "forkserver", "fork")
+INLINE_MODES = ("auto", "always", "never")
 
 
 def _round_up(n: int, k: int) -> int:
@@ -57,6 +58,7 @@ class Config:
     stats_file: Optional[str] = None
     pcap: Optional[str] = None      # capture mirrored frames here
     pcap_count: int = 100_000       # ...up to this many
+    inline: str = "auto"            # when the reader mirrors frames itself (engine/loops.py)
     # forkserver: children fork from a server that has imported the engine already, so a
     # start or restart takes milliseconds, and their arguments are still pickled as under
     # spawn (Windows' only method), so pickling mistakes show up on Linux too.
@@ -90,6 +92,8 @@ class Config:
                f"start method {self.start_method!r}: one of {', '.join(START_METHODS)}")
         _check(self.replay_loops >= 1, "--replay-loops: at least 1")
         _check(self.pcap_count >= 1, "--pcap-count: at least 1")
+        _check(self.inline in INLINE_MODES, f"--inline {self.inline!r}: one of "
+               f"{', '.join(INLINE_MODES)}")
         _check(self.driver == "memory" or not (self.replay or self.sink),
                "--replay and --sink need --driver memory")
         if self.address is not None:

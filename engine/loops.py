@@ -42,6 +42,14 @@ from .wake import Sleeper, Waker
 SMALL_BATCH = 8
 IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd handshake
 BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
+PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader too
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
@@ -60,6 +68,7 @@ class Context:
     spin_s: float
     efds: Tuple[InheritedFd, ...]   # one eventfd per actor: reader, workers..., writer
     capture: Optional[Capture] = None  # --pcap
+    inline: str = "auto"                # --inline: auto, always, never (see _Reader)
 
     @property
     def workers(self) -> int:
@@ -93,16 +102,24 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
 class _Reader:
     """State of reader_loop, split into steps so each reads top-down.
 
-    Small batches whose flows have nothing in flight are mirrored and written by the
-    reader itself (the inline path): with nothing queued for those flows, order cannot
-    change, and a lone packet (a ping, a TCP ACK) pays one process wake-up instead of
-    three. Everything else goes through the workers."""
+    When to use the workers (`--inline`; measurements in docs/benchmarks.md):
+    - The reader mirrors and writes a batch itself (the inline path) only when nothing is
+      in flight in any ring, so order cannot change.
+    - `auto` (default): inline when this read drained the device (the reader keeps up; a
+      ping or a TCP ACK pays one process wake-up instead of three). Under backlog the
+      batch goes to the workers, so reading, rewriting and writing overlap on separate
+      cores, but only on a machine with PIPELINE_MIN_CPUS or more: with fewer, the
+      traffic's own sender and receiver need the other core, every extra process
+      competes with them, and one process doing everything measured faster.
+    - `always`: inline whenever the pipeline is idle. `never`: every frame through the
+      workers (the pure pipeline; the tests run it that way too)."""
 
     def __init__(self, ctx: Context, m: shm.Mapped) -> None:
         self.ctx, self.m, self.dev, self.W = ctx, m, ctx.device, ctx.workers
         self.frames, self.views = m.frames, m.slot_views()
         self.rx = [m.rx(i) for i in range(self.W)]
         self.tx = [m.tx(i) for i in range(self.W)]
+        self.rings = self.rx + self.tx
         self.free_ring = m.free()
         self.wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(self.W)]
         fd = self.dev.fileno()
@@ -113,11 +130,15 @@ class _Reader:
         self.lengths = [0] * ctx.batch
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
+        self.inline_ok = ctx.inline != "never"
+        self.inline_backlog = ctx.inline == "always" or (
+            ctx.inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
 
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
         rx, free_ring, stack, views = self.rx, self.free_ring, self.stack, self.views
         read_batch, lengths, batch = self.dev.read_batch, self.lengths, ctx.batch
+        first_len = [0]
         idle_since = blocked_since = 0.0
         while not m.ctl[shm.STOP]:
             if free_ring.available():
@@ -141,9 +162,11 @@ class _Reader:
                     self.sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
                     continue
                 room = batch
-            take = stack[-min(batch, room):]
-            n = read_batch([views[s] for s in take], lengths)
-            if not n:
+            # Probe with one buffer (a lone packet costs no batch of list building), then
+            # read the rest of a batch; a short second read means the device is drained.
+            top = stack.pop()
+            if not read_batch([views[top]], first_len):
+                stack.append(top)
                 now = time.perf_counter()
                 idle_since = idle_since or now
                 if now - idle_since < ctx.spin_s:
@@ -157,51 +180,70 @@ class _Reader:
                     self.dev.wait(IDLE_TIMEOUT)
                 continue
             idle_since = 0.0
-            del stack[len(stack) - len(take):]
-            stack.extend(take[n:])          # the slots now holding frames leave the stack
-            self.dispatch(take[:n], lengths[:n])
+            k = min(batch, room, len(stack) + 1) - 1
+            n = 0
+            if k:
+                rest = stack[len(stack) - k:]
+                n = read_batch([views[s] for s in rest], lengths)
+                if n:
+                    del stack[len(stack) - k:]
+                    stack.extend(rest[n:])      # the slots now holding frames leave the stack
+                    self.dispatch([top, *rest[:n]], [first_len[0], *lengths[:n]], n < k)
+                    self.cnt.commit()
+                    continue
+            self.dispatch([top], first_len, True)
             self.cnt.commit()
         self.cnt.commit()
 
-    def dispatch(self, slots: list, lens: list) -> None:
+    def dispatch(self, slots: list, lens: list, drained: bool) -> None:
         c, n = self.cnt.c, len(slots)
         c[F["in_frames"]] += n
         c[F["in_bytes"]] += sum(lens)
         self.cnt.batch(n)
-        if max(lens) >= self.m.layout.slot_size:  # the read filled a slot: truncated frame
-            keep = [k for k, ln in enumerate(lens) if ln < self.m.layout.slot_size]
+        size = self.m.layout.slot_size
+        if max(lens) >= size:  # the read filled a slot: a truncated frame
+            keep = [k for k, ln in enumerate(lens) if ln < size]
             c[R_TOO_BIG] += n - len(keep)
             self.stack.extend(s for k, s in enumerate(slots) if k not in keep)
             slots, lens = [slots[k] for k in keep], [lens[k] for k in keep]
-            n = len(slots)
-            if not n:
+            if not slots:
                 return
-        if n <= SMALL_BATCH:
-            o, W, views = self.dev.vnet_hdr_len, self.W, self.views
-            dest = [0] * n if W == 1 else [shard.worker_of_one(views[s], o, ln, W)
-                                           for s, ln in zip(slots, lens)]
-            if all(not self.rx[d].fill() and not self.tx[d].fill() for d in set(dest)):
-                self.inline(slots, lens)
-            else:
-                self.push(np.array(slots, np.uint32), np.array(lens, np.uint32),
-                          np.array(dest, np.intp))
+        if (drained or self.inline_backlog) and self.inline_ok and \
+                not any(r.fill() for r in self.rings):
+            self.inline(slots, lens)
             return
+        W, o = self.W, self.dev.vnet_hdr_len
         s_arr, l_arr = np.array(slots, np.uint32), np.array(lens, np.uint32)
-        dest = None if self.W == 1 else shard.worker_of(self.frames, s_arr, l_arr,
-                                                        self.dev.vnet_hdr_len, self.W)
+        if W == 1:
+            dest = None
+        elif len(slots) <= SMALL_BATCH:
+            dest = np.array([shard.worker_of_one(self.views[s], o, ln, W)
+                             for s, ln in zip(slots, lens)], np.intp)
+        else:
+            dest = shard.worker_of(self.frames, s_arr, l_arr, o, W)
         self.push(s_arr, l_arr, dest)
 
     def inline(self, slots: list, lens: list) -> None:
-        """Mirror and write a small batch here (see the class docstring)."""
+        """Mirror and write a batch here (see the class docstring)."""
         c, views, rule = self.cnt.c, self.views, self.ctx.rule
-        out_bufs, out_lens = [], []
-        for s, ln in zip(slots, lens):
-            reason = mirror_frame(rule, views[s], ln)
-            if reason:
-                c[DROP_BASE + reason - 1] += 1
+        if len(slots) <= SMALL_BATCH:
+            out_bufs, out_lens = [], []
+            for s, ln in zip(slots, lens):
+                reason = mirror_frame(rule, views[s], ln)
+                if reason:
+                    c[DROP_BASE + reason - 1] += 1
+                else:
+                    out_bufs.append(views[s])
+                    out_lens.append(ln)
+        else:
+            s_arr, l_arr = np.array(slots, np.uint32), np.array(lens, np.uint32)
+            reasons = mirror_batch(rule, self.frames, s_arr, l_arr)
+            if reasons.any():
+                _count_drops(c, reasons)
+                keep = np.flatnonzero(reasons == FORWARD).tolist()
+                out_bufs, out_lens = [views[slots[k]] for k in keep], [lens[k] for k in keep]
             else:
-                out_bufs.append(views[s])
-                out_lens.append(ln)
+                out_bufs, out_lens = [views[s] for s in slots], lens
         if out_bufs:
             if self.capture:
                 self.capture.frames(out_bufs, out_lens)
@@ -232,6 +274,12 @@ class _Reader:
             if fill > c[F["ring_hwm"]]:
                 c[F["ring_hwm"]] = fill
             self.wake[i].poke()
+
+
+def _count_drops(c: list, reasons: np.ndarray) -> None:
+    for r, k in enumerate(np.bincount(reasons, minlength=len(DROP_REASONS) + 1)[1:]):
+        if k:
+            c[DROP_BASE + r] += int(k)
 
 
 def _open_capture(ctx: Context, m: shm.Mapped):
@@ -276,15 +324,22 @@ def worker_loop(ctx: Context, i: int) -> None:
     def has_work():
         return rx.available() > 0 or m.ctl[shm.READER_DONE] != 0
 
+    idle_since = 0.0
     while True:
         start, n = rx.peek(batch)
         if not n:
             if _stopping(m) and m.ctl[shm.READER_DONE] and not rx.available():
                 break
+            now = time.perf_counter()
+            idle_since = idle_since or now
+            if now - idle_since < ctx.spin_s:
+                continue  # bounded spin: spares the reader a wake-up syscall per batch
+            idle_since = 0.0
             c[F["sleeps"]] += 1
             cnt.commit()
             sleeper.sleep(has_work, IDLE_TIMEOUT)
             continue
+        idle_since = 0.0
         room = tx.space()
         if room < n:  # the writer is behind: take what fits, never drop a mirrored frame
             if not room:
@@ -304,8 +359,7 @@ def worker_loop(ctx: Context, i: int) -> None:
         cnt.batch(n)
         if reasons.any():
             out = np.where(reasons == FORWARD, lens, 0).astype(np.uint32)
-            for r, k in enumerate(np.bincount(reasons, minlength=len(DROP_REASONS) + 1)[1:]):
-                c[DROP_BASE + r] += int(k)
+            _count_drops(c, reasons)
         else:
             out = lens
         fwd = int(np.count_nonzero(out))
@@ -392,6 +446,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     def all_done():
         return m.ctl[shm.STOP] != 0 and all(m.worker_done[i] for i in range(W))
 
+    idle_since = 0.0
     while True:
         moved = 0
         for i, t in enumerate(tx):
@@ -426,9 +481,15 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
         if moved:
             reader.poke()
             cnt.commit()
+            idle_since = 0.0
             continue
         if all_done() and not any(t.available() for t in tx):
             break
+        now = time.perf_counter()
+        idle_since = idle_since or now
+        if now - idle_since < ctx.spin_s:
+            continue  # bounded spin, as in the workers
+        idle_since = 0.0
         c[F["sleeps"]] += 1
         cnt.commit()
         sleeper.sleep(has_work, IDLE_TIMEOUT)

@@ -7,6 +7,8 @@ survive the actor: a restarted process resumes from its row. Anyone can read the
 """
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 # Why a frame was dropped. Every frame read is written or counted under one of these
@@ -49,13 +51,17 @@ def counters_view(buf, workers: int) -> np.ndarray:
     return np.frombuffer(buf, np.int64, (workers + 2) * NFIELDS).reshape(workers + 2, NFIELDS)
 
 
-class Counters:
-    """An actor's private counts, committed to its shared row."""
+_ROW = struct.Struct(f"={NFIELDS}q")
 
-    __slots__ = ("c", "_row")
+
+class Counters:
+    """An actor's private counts, committed to its shared row (one struct.pack_into: each
+    field is a single aligned 8-byte store, and it costs half of a numpy assignment)."""
+
+    __slots__ = ("c", "_buf")
 
     def __init__(self, row: np.ndarray) -> None:
-        self._row = row
+        self._buf = row.data.cast("B")
         self.c = [int(v) for v in row]  # resume where a previous incarnation stopped
 
     def batch(self, n: int) -> None:
@@ -64,7 +70,7 @@ class Counters:
         c[HIST_BASE + min(n.bit_length() - 1, 6)] += 1
 
     def commit(self) -> None:
-        self._row[:] = self.c
+        _ROW.pack_into(self._buf, 0, *self.c)
 
 
 assert F["batches"] == 4

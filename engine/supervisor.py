@@ -113,7 +113,7 @@ class Supervisor:
                 except OSError as e:
                     raise EngineError(f"--pcap {cfg.pcap}: {e.strerror}") from None
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
-                                     cfg.spin_us / 1e6, efds, capture)
+                                     cfg.spin_us / 1e6, efds, capture, cfg.inline)
             log.info("mirroring %s on %s (%s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
                      dev.name, "created" if dev.created else "attached", cfg.workers,

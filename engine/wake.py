@@ -67,10 +67,9 @@ class Sleeper:
         if has_work():
             self._flag[0] = 0
             return False
-        self._poll.poll(timeout * 1000.0)
+        events = self._poll.poll(timeout * 1000.0)
         self._flag[0] = 0
-        try:
-            os.eventfd_read(self._fd)  # reset the counter; EAGAIN when we woke for another reason
-        except BlockingIOError:
-            pass
+        for fd, _ in events:
+            if fd == self._fd:
+                os.eventfd_read(self._fd)  # reset the counter
         return True

@@ -21,11 +21,15 @@ pytestmark = pytest.mark.privileged
 ADDR = ("--address", "198.18.0.1/24", "--address6", "2001:db8::1/64")
 
 
-@pytest.fixture(scope="module", params=[1, 4], ids=["1worker", "4workers"])
+@pytest.fixture(scope="module", params=[(1, "auto"), (4, "never"), (4, "always")],
+                ids=["1worker", "4workers-pipeline", "4workers-inline"])
 def mirror(request):
+    """`never` sends every frame through reader, workers and writer; `always` lets the
+    reader mirror whenever the pipeline is idle; `auto` is the default in between."""
+    workers, inline = request.param
     ns = Netns()
     try:
-        eng = Engine(ns, "--workers", str(request.param), *ADDR)
+        eng = Engine(ns, "--workers", str(workers), "--inline", inline, *ADDR)
         ns.assert_isolated("mir0")
         yield ns, eng
     finally:

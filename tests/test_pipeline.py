@@ -56,10 +56,11 @@ def counts(log):
     return tuple(int(x) for x in m.groups())
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4])
-def test_every_flow_in_order_and_counters_add_up(tmp_path, workers):
+@pytest.mark.parametrize("workers,inline", [(1, "never"), (2, "never"), (4, "never"),
+                                            (2, "always")])
+def test_every_flow_in_order_and_counters_add_up(tmp_path, workers, inline):
     frames, expect = make_traffic()
-    out, log = run_engine(tmp_path, frames, workers)
+    out, log = run_engine(tmp_path, frames, workers, extra=("--inline", inline))
     rx, tx, dropped = counts(log)
     valid = sum(len(v) for v in expect.values())
     assert rx == len(frames) and tx == valid and rx == tx + dropped, log
