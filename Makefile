@@ -1,13 +1,14 @@
 # make test   : unit tests, plus the privileged netns tests when run as root
 # make demo   : the mirror end to end in a private namespace (root)
 # make bench  : netns benchmark of the engine beside its baselines (root)
+# make soak   : 10 minutes at full load; memory, fds and shared memory must stay flat
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 ROOT   := $(shell id -u)
 PRIV   := $(if $(filter 0,$(ROOT)),1,0)
 
-.PHONY: all venv test test-unit test-privileged demo bench bench-pipeline stats lint clean
+.PHONY: all venv test test-unit test-privileged demo bench bench-pipeline soak stats lint clean
 
 all: test
 
@@ -31,11 +32,26 @@ test-privileged: $(PY)
 demo: $(PY)
 	$(PY) -m engine demo
 
-bench: $(PY)
-	$(PY) tools/bench/netns_bench.py
+# The C reference mirror of ../shared/bench, when it is there, joins the comparison.
+SHARED      ?= ../shared
+CMIRROR_SRC := $(wildcard $(SHARED)/bench/cmirror.c)
+COMPARE     := $(if $(CMIRROR_SRC),--compare 'cmirror=$(CURDIR)/build/cmirror {dev}' \
+               --compare 'cmirror-vnet+vnet=$(CURDIR)/build/cmirror --vnet {dev}')
+
+build/cmirror: $(CMIRROR_SRC)
+	mkdir -p build && gcc -O2 -o $@ $<
+
+bench: $(PY) $(if $(CMIRROR_SRC),build/cmirror)
+	$(PY) tools/bench/netns_bench.py --seconds 5 --repeat 3 $(COMPARE) \
+	  --json build/bench-netns.json --markdown build/bench-netns.md --svg build/bench-netns.svg
 
 bench-pipeline: $(PY)
-	$(PY) tools/bench/pipeline_bench.py
+	mkdir -p build
+	$(PY) tools/bench/pipeline_bench.py --json build/bench-pipeline.json \
+	  --markdown build/bench-pipeline.md --svg build/bench-pipeline.svg
+
+soak: $(PY)
+	$(PY) tools/soak.py --minutes 10
 
 stats: $(PY)
 	$(PY) -m engine stats

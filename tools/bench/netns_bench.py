@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -74,6 +74,7 @@ TESTS = ("ping", "ping6", "udp", "tcp1", "tcp4")
 BASE_PORT = 5301
 ENGINE_LOG_RE = re.compile(r"read (\d+) frames, wrote (\d+), dropped (\d+) \(([^)]*)\)")
 ENGINE_SHM_RE = re.compile(r"([\d.]+) MiB shared")
+ENGINE_READY_RE = re.compile(r"engine: ready: (.*)")
 LOG_PROBLEM_RE = re.compile(r"Traceback|Error\b|error:|WARNING|restarting|did not stop|killing")
 
 
@@ -118,7 +119,10 @@ class Variant:
         if self.argv:
             return self.argv
         if self.shell:
-            return ["/bin/sh", "-c", self.shell.replace("{dev}", DEV)]
+            cmd = self.shell.replace("{dev}", DEV)
+            if not re.search(r"[;&|<>`$()\n]", cmd):
+                cmd = "exec " + cmd  # a simple command: SIGTERM reaches the mirror itself
+            return ["/bin/sh", "-c", cmd]
         return None
 
 
@@ -194,6 +198,8 @@ def label_tree(variant: Variant, procs: List[psutil.Process]) -> Dict[int, str]:
             continue
         if "resource_tracker" in cmd:
             labels[p.pid] = "resource_tracker"
+        elif "forkserver import main" in cmd:
+            labels[p.pid] = "forkserver"
         elif "spawn_main" in cmd or "forkserver" in cmd:
             spawned.append((ct, p.pid))
         else:
@@ -279,7 +285,7 @@ class Bed:
         self.mirror_log = None
         self.port = BASE_PORT
         self.info: dict = {"netns": self.ns}
-        self.shm_before: set = set()
+        self.shm_prefix: Optional[str] = None  # the engine's segment names in our netns
         self.labels: Dict[int, str] = {}
         self.ns_made = False
 
@@ -355,7 +361,7 @@ class Bed:
         cmd = self.v.command()
         if cmd is None:
             return
-        self.shm_before = set(os.listdir("/dev/shm"))
+        self.shm_prefix = f"engine.{DEV}.{os.stat(f'/run/netns/{self.ns}').st_ino}."
         self.mirror_log = tempfile.NamedTemporaryFile(prefix="netns_bench_", suffix=".log",
                                                       delete=False)
         t0 = time.monotonic()
@@ -396,15 +402,24 @@ class Bed:
                 break
             time.sleep(0.1)
         time.sleep(self.a.settle)
+        if self.v.kind == "engine":  # the engine says when every actor runs, and their PIDs
+            while time.monotonic() < deadline + 5 and not ENGINE_READY_RE.search(self.read_log()):
+                time.sleep(0.05)
         procs = tree(self.root)
         for p in procs:
             self.track(p)
         self.labels = label_tree(self.v, procs)
-        new = sorted(set(os.listdir("/dev/shm")) - self.shm_before)
+        m = ENGINE_READY_RE.search(self.read_log())
+        if m:  # exact roles from the engine's own "ready:" line
+            for part in m.group(1).split(","):
+                role, _, pid = part.strip().rpartition(" ")
+                if pid.isdigit() and int(pid) in self.labels:
+                    self.labels[int(pid)] = role
+        new = shm_mapped(procs)
         shm_bytes = 0
         for n in new:
             try:
-                shm_bytes += os.stat(f"/dev/shm/{n}").st_size
+                shm_bytes += os.stat(n).st_size
             except OSError:
                 pass
         self.info.update(attach_s=attached, ready_s=ready, pids=self.labels,
@@ -485,6 +500,17 @@ class Bed:
                     self.mirror.wait(2)
                 except subprocess.TimeoutExpired:
                     pass
+            # shared memory the engine made for our namespace and did not remove
+            # (checked while our namespace, whose inode is in the name, still exists)
+            if self.shm_prefix is not None and self.v.kind == "engine":
+                left = sorted(n for n in os.listdir("/dev/shm") if n.startswith(self.shm_prefix))
+                if left:
+                    self.info["shm_left_behind"] = left
+                    for n in left:
+                        try:
+                            os.unlink(f"/dev/shm/{n}")
+                        except OSError:
+                            pass
             if self.ns_made:
                 try:  # anything still in our namespace was started here
                     r = run(["ip", "netns", "pids", self.ns], timeout=5, check=False)
@@ -504,17 +530,6 @@ class Bed:
                     except BenchError:
                         pass
                     time.sleep(0.3)
-            # shared memory the mirror created and did not remove
-            if self.mirror is not None:
-                left = sorted(set(os.listdir("/dev/shm")) - self.shm_before)
-                left = [n for n in left if n.startswith(f"engine.{DEV}.")]
-                if left:
-                    self.info["shm_left_behind"] = left
-                    for n in left:
-                        try:
-                            os.unlink(f"/dev/shm/{n}")
-                        except OSError:
-                            pass
             text = self.read_log()
             self.info["log_tail"] = text[-1500:]
             m = ENGINE_LOG_RE.search(text)
@@ -650,6 +665,21 @@ class Bed:
         if tun and tun["rx_packets"]:
             res["avg_pkt_bytes"] = tun["rx_bytes"] / tun["rx_packets"]
         return res
+
+
+def shm_mapped(procs) -> List[str]:
+    """/dev/shm files mapped by any process of the tree (the mirror's shared memory)."""
+    out = set()
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/maps") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        out.add(line[i:].rstrip("\n").removesuffix(" (deleted)"))
+        except OSError:
+            pass
+    return sorted(out)
 
 
 def _alive(p: Optional[psutil.Process]) -> bool:
@@ -857,12 +887,13 @@ def markdown(result: dict) -> str:
                     row.append(f"{a / b:.2f}×" if a and b else "–")
             L.append("| " + " | ".join(row) + " |")
     klo = summ.get("kernel-lo")
-    if klo:
+    ceiling = klo and klo["figures"].get("tcp1_gbps", {}).get("median")
+    if ceiling:
         L.append("")
         L.append("Share of the kernel loopback ceiling (TCP, same run): " + ", ".join(
-            f"{n} {100 * s['figures']['tcp1_gbps']['median'] / klo['figures']['tcp1_gbps']['median']:.1f} %"
-            for n, s in summ.items() if n != "kernel-lo" and "tcp1_gbps" in s["figures"]
-            and "tcp1_gbps" in klo["figures"]) + " (1 stream).")
+            f"{n} {100 * s['figures']['tcp1_gbps']['median'] / ceiling:.1f} %"
+            for n, s in summ.items() if n != "kernel-lo" and "tcp1_gbps" in s["figures"])
+            + " (1 stream).")
     # details
     L.append("")
     L.append("| variant | TCP1 retr, B/pkt | UDP tun-queue drop % | ready s | stop s | "
@@ -946,6 +977,18 @@ def chart(result: dict) -> str:
                       note=f"{m['date']}, {m['host']['nproc']} CPUs, kernel {m['host']['kernel']}, "
                            f"{m['args']['seconds']:g} s per test, {m['args']['repeat']} rep(s); "
                            f"dashed horizontal = single-process mirrors (1 stream)")
+
+
+def engine_commit() -> str:
+    """The repository's commit, with "+dirty" when engine/ has local changes."""
+    try:
+        h = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+        return h + ("+dirty" if d else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def host_info() -> dict:
@@ -1037,6 +1080,7 @@ def main(argv=None) -> int:
         signal.signal(s, on_signal)
 
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": host_info(),
+            "engine_commit": engine_commit(),
             "args": {"seconds": a.seconds, "repeat": a.repeat, "tests": a.tests,
                      "workers": a.workers, "offload": a.offload, "compare": a.compare,
                      "ping_count": a.ping_count, "ping_interval": a.ping_interval,

@@ -13,10 +13,10 @@ For each frame size (64 and 1500 bytes by default) and worker count (1, 2, 4):
    in-process with --driver memory --no-offload --address 198.18.0.1/24, replaying the
    pcap --frames times in total. The device is the engine's MemoryDevice behind a start
    gate (tools/bench/memgate.py): reads return nothing until the benchmark opens it.
-3. A thread in that process waits until every actor (reader, workers, writer) has gone
-   idle once (its `sleeps` counter in the shared counters, engine/stats.py, is >= 1):
-   all processes are up. It opens the gate and then samples the shared counters every
-   millisecond.
+3. A thread in that process waits until every actor (reader, workers, writer) runs: the
+   engine's `ready` words in the control segment (engine/shm.py) are all set (older
+   engines: each actor's `sleeps` counter, engine/stats.py, is >= 1). It then opens the
+   gate and samples the shared counters about every millisecond.
 4. Measured window: from the first sample that shows a frame read (reader in_frames > 0)
    to the first sample where written + dropped equals the frames replayed. Process
    start-up is excluded; the timestamps are good to about one sampling interval (the
@@ -25,7 +25,8 @@ For each frame size (64 and 1500 bytes by default) and worker count (1, 2, 4):
    read to done.
 
     .venv/bin/python tools/bench/pipeline_bench.py [--frames 300000] [--sizes 64,1500]
-        [--workers 1,2,4] [--repeat 1] [--json F] [--markdown F] [--svg F] [--quick]
+        [--workers 1,2,4] [--proto udp|tcp] [--repeat 1] [--json F] [--markdown F]
+        [--svg F] [--quick]
 
 Note: the memory device's read_batch copies each replayed frame with a Python loop in
 the reader process, so the reader's figure includes the cost of "producing" the frames.
@@ -38,6 +39,7 @@ import ipaddress
 import json
 import os
 import platform
+import signal
 import statistics
 import struct
 import subprocess
@@ -149,7 +151,14 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
             rows = sup.segments.mapped.counters
             actors = workers + 2
             t0 = time.perf_counter()
-            while not all(rows[i][F["sleeps"]] >= 1 for i in range(actors)):
+            m = sup.segments.mapped
+            if hasattr(m, "ready"):   # the engine's ready words: every actor's loop runs
+                def up():
+                    return all(m.ready[i] for i in range(actors))
+            else:                     # older engines: every actor has gone idle once
+                def up():
+                    return all(rows[i][F["sleeps"]] >= 1 for i in range(actors))
+            while not up():
                 if time.monotonic() > t_end or sup.stop_reason:
                     raise RuntimeError("actors did not all come up")
                 time.sleep(0.005)
@@ -227,6 +236,47 @@ def child_main(argv) -> int:
     return 0 if "error" not in res else 1
 
 
+def run_child(cmd, size: int, workers: int, timeout: float) -> dict:
+    """One case in a child process, with a timeout. On timeout or Ctrl-C the child gets
+    SIGTERM (the supervisor then stops its pipeline cleanly), and after 10 s it and
+    its own children are killed by PID."""
+    import psutil
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+    interrupted = None
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
+        interrupted = e
+        try:
+            kids = psutil.Process(p.pid).children(recursive=True)
+        except psutil.Error:
+            kids = []
+        p.terminate()
+        try:
+            out, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            for k in kids:
+                try:
+                    k.kill()
+                except psutil.Error:
+                    pass
+            p.kill()
+            out, err = p.communicate()
+        if isinstance(e, KeyboardInterrupt):
+            raise
+    line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+    if interrupted is not None:
+        r = {"size": size, "workers": workers, "error": f"timeout after {timeout:g}s"}
+    elif line is None:
+        r = {"size": size, "workers": workers,
+             "error": f"rc={p.returncode}: {err.strip()[-400:]}"}
+    else:
+        r = json.loads(line[7:])
+    r["engine_log"] = [l for l in err.splitlines() if l.startswith("engine:")][-6:]
+    return r
+
+
 # ------------------------------------------------------------------------ report
 def fmt(v) -> str:
     if v is None:
@@ -265,7 +315,8 @@ def markdown(result) -> str:
     m = result["meta"]
     L = [f"pipeline benchmark (memory device, no kernel), {m['date']}: {m['host']['cpu']} "
          f"({m['host']['nproc']} CPUs), Python {m['host']['python']}; "
-         f"{m['args']['repeat']} repetition(s){' (median (min–max))' if m['args']['repeat'] > 1 else ''}, "
+         f"{m['args']['repeat']} repetition(s)"
+         f"{' (median (min–max))' if m['args']['repeat'] > 1 else ''}, "
          f"{m['args'].get('proto', 'udp').upper()} frames, offload off, batch "
          f"{m['args']['batch']}.", "",
          "| frame | workers | frames | fps (first read → last write) | steady fps (10–90 %) | "
@@ -302,6 +353,18 @@ def chart(result) -> str:
     m = result["meta"]
     return svg.render("pipeline throughput by worker count", [p], width=520,
                       note=f"{m['date']}, {m['host']['nproc']} CPUs, first read to last write")
+
+
+def engine_commit() -> str:
+    """The repository's commit, with "+dirty" when engine/ has local changes."""
+    try:
+        h = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+        return h + ("+dirty" if d else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def host_info() -> dict:
@@ -341,6 +404,10 @@ def main(argv=None) -> int:
     workers = [int(x) for x in a.workers.split(",") if x]
     from engine.config import Config
     batch = Config().batch_size
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(signum)
+    signal.signal(signal.SIGTERM, on_term)
     tmp = tempfile.mkdtemp(prefix="pipeline_bench_")
     results = []
     try:
@@ -356,21 +423,7 @@ def main(argv=None) -> int:
                           file=sys.stderr, flush=True)
                     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", str(s),
                            str(w), str(a.frames), pcaps[s], str(a.timeout), a.proto]
-                    try:
-                        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True,
-                                           timeout=a.timeout + 30, cwd=str(REPO))
-                        line = next((l for l in p.stdout.splitlines()
-                                     if l.startswith("RESULT ")), None)
-                        if line is None:
-                            r = {"size": s, "workers": w,
-                                 "error": f"rc={p.returncode}: {p.stderr.strip()[-400:]}"}
-                        else:
-                            r = json.loads(line[7:])
-                        r["engine_log"] = [l for l in p.stderr.splitlines()
-                                           if l.startswith("engine:")][-6:]
-                    except subprocess.TimeoutExpired:
-                        r = {"size": s, "workers": w, "error": f"timeout after {a.timeout + 30}s"}
+                    r = run_child(cmd, s, w, a.timeout + 30)
                     r["rep"] = rep
                     if "error" in r:
                         print(f"[pipeline_bench]   error: {r['error'][:300]}", file=sys.stderr)
@@ -386,7 +439,7 @@ def main(argv=None) -> int:
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
     result = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "host": host_info(),
+                       "host": host_info(), "engine_commit": engine_commit(),
                        "args": {"frames": a.frames, "sizes": sizes, "workers": workers,
                                 "repeat": a.repeat, "batch": batch, "quick": a.quick,
                                 "proto": a.proto}},

@@ -45,10 +45,8 @@ class Panel:
 
 def _fmt(v: float) -> str:
     if v >= 1000:
-        return f"{v / 1000:g}k"
-    if v >= 1:
-        return f"{v:g}"
-    return f"{v:.2g}"
+        return f"{v / 1000:.3g}k"
+    return f"{v:.3g}"
 
 
 def _ticks(lo: float, hi: float, log: bool) -> List[float]:
@@ -78,7 +76,8 @@ def _ticks(lo: float, hi: float, log: bool) -> List[float]:
 
 def _panel(p: Panel, x0: float, y0: float, w: float, h: float, color_of) -> List[str]:
     out = []
-    plot_l, plot_r, plot_t, plot_b = x0 + 55, x0 + w - 10, y0 + 28, y0 + h - 40
+    legend_h = 14 * len(p.series)
+    plot_l, plot_r, plot_t, plot_b = x0 + 55, x0 + w - 10, y0 + 28, y0 + h - 40 - legend_h
     vals = [y for s in p.series for _, y in s.points if y and y > 0]
     vals += [r.value for r in p.refs if r.value and r.value > 0]
     xs = sorted({x for s in p.series for x, _ in s.points}) or [1]
@@ -141,8 +140,8 @@ def _panel(p: Panel, x0: float, y0: float, w: float, h: float, color_of) -> List
         for x, y in pts:
             out.append(f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="3" fill="{c}">'
                        f'<title>{escape(s.label)}: {_fmt(y)}</title></circle>')
-    # legend (series only; refs are labelled in place)
-    ly = plot_t + 6
+    # legend below the axis (series only; refs are labelled in place)
+    ly = plot_b + 32
     for s in p.series:
         c = s.color or color_of(s.label)
         dash = ' stroke-dasharray="3,3"' if s.dashed else ""
