@@ -21,11 +21,12 @@ class Capture:
     path: str
     max_frames: int
     vnet_hdr_len: int = 0
+    linktype: int = pcap.LINKTYPE_RAW   # LINKTYPE_ETHERNET in TAP mode
 
     def create(self) -> None:
         """Start the file (the supervisor, once): global header only."""
         with open(self.path, "wb") as f:
-            f.write(pcap.header(pcap.LINKTYPE_RAW))
+            f.write(pcap.header(self.linktype))
 
     def open(self, count: memoryview) -> "CaptureWriter":
         """An actor's appender; `count` is the shared word counting captured frames."""

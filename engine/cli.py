@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from .config import DEFAULT_DEVICE, DRIVERS, START_METHODS, Config, parse_address
+from .config import DEFAULT_DEVICE, DRIVERS, MODES, START_METHODS, Config, parse_address
 from .errors import ConfigError, EngineError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="IPv4 address/prefix for a device without one "
                                       "(default 10.3.0.1/24)")
     p.add_argument("--address6", help="IPv6 address/prefix for a device without one")
+    p.add_argument("--mode", default="auto", choices=MODES,
+                   help="tun (IP packets) or tap (Ethernet frames) for a device the engine "
+                        "creates; an existing device is used in its own mode (default auto)")
     p.add_argument("--mtu", type=int, default=1500, help="MTU of a device the engine creates")
     p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
                    help="pass GSO/TSO super-packets through (IFF_VNET_HDR; default on)")
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace) -> Config:
     return Config(
-        device=a.device, driver=a.driver, workers=a.workers,
+        device=a.device, mode=a.mode, driver=a.driver, workers=a.workers,
         address=parse_address(a.address, 4, "--address") if a.address else None,
         address6=parse_address(a.address6, 6, "--address6") if a.address6 else None,
         mtu=a.mtu, offload=a.offload, batch_size=a.batch_size, pool_mib=a.pool_mib,

@@ -21,7 +21,8 @@ IFNAMSIZ = 16  # linux/if.h: names are at most 15 bytes plus NUL
 VNET_HDR_LEN = 10  # sizeof(struct virtio_net_hdr), linux/virtio_net.h
 MAX_IP_PACKET = 65535  # IPv4 total length / GSO super-packet ceiling
 CACHE_LINE = 64
-MODES = ("tun",)
+MODES = ("auto", "tun", "tap")  # auto: the mode of an existing device, else tun
+L2_HEADROOM = 14 + 4  # TAP mode: Ethernet header, plus a VLAN tag read only to be dropped
 DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
 START_METHODS = ("spawn", "forkserver", "fork")
 INLINE_MODES = ("auto", "always", "never")
@@ -40,7 +41,7 @@ class Config:
     """Everything a run needs. Build it with `Config.from_args(...)` or the constructor."""
 
     device: str = DEFAULT_DEVICE
-    mode: str = "tun"
+    mode: str = "auto"
     driver: str = "auto"
     workers: int = 4
     # None means: use what the device already has (or the default when we create it).
@@ -112,8 +113,11 @@ class Config:
 
     @property
     def max_frame(self) -> int:
-        """The largest frame a read can return: a GSO super-packet with offload, else the MTU."""
-        return self.vnet_hdr_len + (MAX_IP_PACKET if self.offload else self.mtu)
+        """The largest frame a read can return: a GSO super-packet with offload, else the MTU;
+        plus room for an Ethernet header (TAP mode), which costs no slot size in practice
+        (slots round up to 64 bytes). The mode is known only once the device is open."""
+        return (self.vnet_hdr_len + L2_HEADROOM
+                + (MAX_IP_PACKET if self.offload else self.mtu))
 
     @property
     def slot_size(self) -> int:

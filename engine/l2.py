@@ -109,7 +109,7 @@ def classify_batch(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray,
                    o: int) -> Tuple[np.ndarray, np.ndarray]:
     """Kind (KIND_*) and reason code (0, or 1 + index into REASONS for KIND_DROP) of every
     frame in `frames[slots]`; its Ethernet header starts at `o`, `lengths` include the `o`
-    bytes. Needs slots of at least o + GATHER (69) bytes. One gather, a dozen array
+    bytes. Needs slots of at least o + GATHER (55) bytes. One gather, a dozen array
     operations; a batch of unicast IPv4 (or IPv6) frames returns after the first few."""
     h = frames[slots, o:o + GATHER]            # (n, 55) contiguous copy
     L = lengths.astype(np.int64) - o

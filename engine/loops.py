@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import shard, shm
+from . import l2, shard, shm
 from .capture import Capture
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
@@ -56,6 +56,7 @@ R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
 R_WORKER_RESTART = DROP_BASE + DROP_REASONS.index("worker_restart")
+R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class _Reader:
         self.inline_ok = ctx.inline != "never"
         self.inline_backlog = ctx.inline == "always" or (
             ctx.inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
+        self.vo = self.dev.vnet_hdr_len
+        self.ip_o = self.vo + ctx.rule.l2_hdr_len   # where the IP header starts
 
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
@@ -219,11 +222,15 @@ class _Reader:
             slots, lens = [slots[k] for k in keep], [lens[k] for k in keep]
             if not slots:
                 return
+        if self.ip_o != self.vo:   # TAP mode: ARP, NS and drops leave here
+            slots, lens = self.link_layer(slots, lens)
+            if not slots:
+                return
         if (drained or self.inline_backlog) and self.inline_ok and \
                 not any(r.fill() for r in self.rings):
             self.inline(slots, lens)
             return
-        W, o = self.W, self.dev.vnet_hdr_len
+        W, o = self.W, self.ip_o
         s_arr, l_arr = np.array(slots, np.uint32), np.array(lens, np.uint32)
         if W == 1:
             dest = None
@@ -233,6 +240,52 @@ class _Reader:
         else:
             dest = shard.worker_of(self.frames, s_arr, l_arr, o, W)
         self.push(s_arr, l_arr, dest)
+
+    def link_layer(self, slots: list, lens: list):
+        """TAP mode: classify the Ethernet frames (engine/l2.py). IP frames go on (the
+        return value); ARP requests and neighbour solicitations are answered here, the
+        reply written at once (the slow path: a `bytes` per reply, never per IP frame);
+        the rest are counted as drops. Every slot not returned goes back to the stack."""
+        if len(slots) <= SMALL_BATCH:
+            kr = [l2.classify_frame(self.views[s], ln, self.vo) for s, ln in zip(slots, lens)]
+            if all(k == l2.KIND_IP for k, _ in kr):
+                return slots, lens
+            other = [i for i, (k, _) in enumerate(kr) if k != l2.KIND_IP]
+        else:
+            kind, reason = l2.classify_batch(self.frames, np.array(slots, np.uint32),
+                                             np.array(lens, np.uint32), self.vo)
+            if not kind.any():
+                return slots, lens
+            other = np.flatnonzero(kind).tolist()
+            kr = {i: (int(kind[i]), int(reason[i])) for i in other}
+        c = self.cnt.c
+        for i in other:
+            k, r = kr[i]
+            if k == l2.KIND_DROP:
+                c[DROP_BASE + r - 1] += 1
+            else:
+                self.answer(k, slots[i], lens[i])
+            self.stack.append(slots[i])
+        gone = set(other)
+        return ([s for i, s in enumerate(slots) if i not in gone],
+                [ln for i, ln in enumerate(lens) if i not in gone])
+
+    def answer(self, kind: int, slot: int, length: int) -> None:
+        """Write the ARP reply or neighbour advertisement for one request, or count it."""
+        c, rule = self.cnt.c, self.ctx.rule
+        frame = bytes(self.views[slot][:length])
+        out = (l2.arp_reply(frame, self.vo, rule.address) if kind == l2.KIND_ARP
+               else l2.neighbour_advert(frame, self.vo, rule.address6))
+        if out is None:
+            c[R_NOT_MIRRORED] += 1
+            return
+        buf = memoryview(out)
+        if self.capture:
+            self.capture.frames([buf], [len(out)])
+        refused = self.dev.write_batch([buf], [len(out)])
+        c[F["inline_frames"]] += 1 - refused
+        c[F["inline_bytes"]] += len(out)
+        c[R_WRITE_ERROR] += refused
 
     def inline(self, slots: list, lens: list) -> None:
         """Mirror and write a batch here (see the class docstring)."""

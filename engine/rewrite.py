@@ -10,6 +10,8 @@ Validation (DESIGN.md §2, invariants 3 and 4), in order of precedence:
   not_ip        version nibble not 4 or 6
   malformed     IPv4: frame < 20, IHL < 5, header past the frame, total length != frame
                 IPv6: frame < 40, payload length + 40 != frame (jumbograms included)
+                TAP mode: a shorter IP length is accepted in a 60-byte Ethernet frame
+                (minimum-frame padding, DESIGN.md §2.3; engine/l2.py `padded`)
   bad_checksum  IPv4 header checksum does not verify (RFC 1071)
   bad_vnet_hdr  offload mode: GSO type unknown or for the other IP version, or a
                 checksum-offload span (csum_start + csum_offset) past the packet
@@ -29,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from .l2 import swap_macs, swap_macs_frame
 from .stats import DROP_REASONS
 
 # RFC 791 (IPv4) and RFC 8200 (IPv6) header offsets.
@@ -47,6 +50,7 @@ VNET_GSO_ECN = 0x80
 VNET_CSUM_START, VNET_CSUM_OFFSET = 6, 8
 
 GATHER = IPV4_MAX_HEADER  # IP header bytes looked at per frame
+ETH_MIN_PAYLOAD = 46      # 60-byte minimum Ethernet frame - 14-byte header (IEEE 802.3)
 
 R = {name: i + 1 for i, name in enumerate(DROP_REASONS)}
 FORWARD = 0
@@ -61,6 +65,8 @@ _GSO_FOR_VERSION = {4: (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4),
 @dataclass(frozen=True)
 class Mirror:
     """The mirror rule for one device: its IPv4 and IPv6 addresses define the prefixes.
+    Frames are `vnet_hdr_len` bytes of virtio_net_hdr, `l2_hdr_len` bytes of link header
+    (14, Ethernet, in TAP mode; engine/l2.py classifies and swaps MACs), the IP packet.
 
     Address constants are kept both as integers (scalar path) and as little-endian
     integers of the wire bytes, so the vector path compares raw header words without
@@ -69,6 +75,7 @@ class Mirror:
     address: Optional[ipaddress.IPv4Interface]
     address6: Optional[ipaddress.IPv6Interface] = None
     vnet_hdr_len: int = 0
+    l2_hdr_len: int = 0
     _v4: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v6: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v4i: Optional[tuple] = field(init=False, repr=False, compare=False)
@@ -116,11 +123,24 @@ def _le32(b: bytes) -> int:
 def mirror_batch(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
                  lengths: np.ndarray) -> np.ndarray:
     """Validate and mirror `frames[slots]` in place; returns one reason code per frame.
+    In TAP mode (frames the reader classified as IP, engine/l2.py) the forwarded frames'
+    MACs are swapped too: the reply goes to the host's MAC from the peer's fake MAC."""
+    reasons = _mirror_ip(rule, frames, slots, lengths)
+    if rule.l2_hdr_len:
+        swap_macs(frames, slots[reasons == FORWARD] if reasons.any() else slots,
+                  rule.vnet_hdr_len)
+    return reasons
+
+
+def _mirror_ip(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
+               lengths: np.ndarray) -> np.ndarray:
+    """mirror_batch without the link layer.
 
     Every numpy call costs a microsecond or two whatever the batch size, so the common
     case (every frame valid IPv4 without options, or every frame IPv6) takes a short
     path, and exact per-frame reasons are worked out only for batches with drops."""
-    o = rule.vnet_hdr_len
+    vo = rule.vnet_hdr_len
+    o = vo + rule.l2_hdr_len                  # the IP header
     ip = frames[slots, o:o + GATHER]          # (n, 60) contiguous copy: the one gather
     L = lengths.astype(np.int64)
     if o:
@@ -136,8 +156,8 @@ def mirror_batch(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
         ver = first >> 4
         is4, is6 = ver == 4, ver == 6
         ok = (is4 & _ok4(rule, ip, L, None)) | (is6 & _ok6(rule, ip, L))
-    if o:
-        ok &= _vnet_ok(frames[slots, :o], L, ip[:, 0] >> 4)
+    if vo:  # csum_start counts from the end of the vnet header: link header included
+        ok &= _vnet_ok(frames[slots, :vo], L + rule.l2_hdr_len, ip[:, 0] >> 4)
     if ok.all():
         if is4 is True or is6 is True:
             frames[slots, o + (IPV4_SRC if is4 is True else IPV6_SRC):
@@ -150,7 +170,7 @@ def mirror_batch(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
     _swap(frames, slots, ip, ok & is6, _SWAP6, o + IPV6_SRC, o + IPV6_DST + 16)
     if ok.all():
         return np.zeros(len(slots), np.uint8)
-    return _reasons(rule, frames, slots, ip, L, ok, is4, is6, o)
+    return _reasons(rule, frames, slots, ip, L, ok, is4, is6, vo)
 
 
 def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
@@ -163,7 +183,7 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
         ok = (ihl >= IPV4_MIN_HEADER) & (ihl <= L)
     else:
         ok = L >= IPV4_MIN_HEADER
-    ok &= ((ip[:, 2].astype(np.int64) << 8) | ip[:, 3]) == L
+    ok &= _length_ok(rule, (ip[:, 2].astype(np.int64) << 8) | ip[:, 3], L, ihl)
     ok &= _checksum_ok(ip, ihl)
     addr, mask, net, bcast = (_le32(x) for x in rule._v4)
     a = ip[:, IPV4_SRC:IPV4_DST + 4].view("<u4")    # src, dst as little-endian words
@@ -171,6 +191,15 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
     ok &= src == addr
     ok &= (dst & mask) == net
     ok &= (dst != net) & (dst != bcast) & (dst != addr)
+    return ok
+
+
+def _length_ok(rule: Mirror, claimed: np.ndarray, L: np.ndarray, least) -> np.ndarray:
+    """The IP length field matches the bytes present; in TAP mode it may also be shorter
+    (but at least `least`, the header) when the frame is a padded 60-byte minimum."""
+    ok = claimed == L
+    if rule.l2_hdr_len:
+        ok |= (L == ETH_MIN_PAYLOAD) & (claimed < L) & (claimed >= least)
     return ok
 
 
@@ -190,7 +219,8 @@ def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     if rule._v6 is None:
         return np.zeros(len(ip), bool)
     addr, mask, net = (np.frombuffer(x, np.uint8) for x in rule._v6)
-    ok = (L >= IPV6_HEADER) & ((((ip[:, 4].astype(np.int64) << 8) | ip[:, 5]) + IPV6_HEADER) == L)
+    ok = (L >= IPV6_HEADER) & _length_ok(
+        rule, ((ip[:, 4].astype(np.int64) << 8) | ip[:, 5]) + IPV6_HEADER, L, IPV6_HEADER)
     src = ip[:, IPV6_SRC:IPV6_SRC + 16]
     dst = ip[:, IPV6_DST:IPV6_DST + 16]
     ok &= (src == addr).all(1)
@@ -212,19 +242,20 @@ def _vnet_ok(vh: np.ndarray, L: np.ndarray, ver: np.ndarray) -> np.ndarray:
     return ok & ~(needs & (le[:, 0] + le[:, 1] + 2 > L))
 
 
-def _reasons(rule, frames, slots, ip, L, ok, is4, is6, o) -> np.ndarray:
+def _reasons(rule, frames, slots, ip, L, ok, is4, is6, vo) -> np.ndarray:
     """Slow path, only for batches with drops: the exact reason for each frame, in the
     precedence order of the module docstring."""
     reason = np.full(len(L), R["not_mirrored"], np.uint8)
     reason[ok] = FORWARD
-    if o:
-        reason[~_vnet_ok(frames[slots, :o], L, ip[:, 0] >> 4)] = R["bad_vnet_hdr"]
+    if vo:
+        reason[~_vnet_ok(frames[slots, :vo], L + rule.l2_hdr_len, ip[:, 0] >> 4)] = R["bad_vnet_hdr"]
     ihl = (ip[:, 0] & 15).astype(np.int64) << 2
     reason[is4 & ~_checksum_ok(ip, ihl)] = R["bad_checksum"]
     total = (ip[:, 2].astype(np.int64) << 8) | ip[:, 3]
-    bad4 = (L < IPV4_MIN_HEADER) | (ihl < IPV4_MIN_HEADER) | (ihl > L) | (total != L)
+    bad4 = ((L < IPV4_MIN_HEADER) | (ihl < IPV4_MIN_HEADER) | (ihl > L)
+            | ~_length_ok(rule, total, L, ihl))
     payload6 = (ip[:, 4].astype(np.int64) << 8) | ip[:, 5]
-    bad6 = (L < IPV6_HEADER) | (payload6 + IPV6_HEADER != L)
+    bad6 = (L < IPV6_HEADER) | ~_length_ok(rule, payload6 + IPV6_HEADER, L, IPV6_HEADER)
     reason[(is4 & bad4) | (is6 & bad6)] = R["malformed"]
     reason[~(is4 | is6)] = R["not_ip"]
     reason[L < 1] = R["malformed"]   # nothing after the vnet header: judge no stale bytes
@@ -248,7 +279,15 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
     """The same rule for one frame in `buf` (a writable buffer), in plain Python: cheaper
     than the vector path for batches of a few frames, where numpy's per-call cost
     dominates (a ping). Must agree with `mirror_batch` on every input (property-tested)."""
-    o = rule.vnet_hdr_len
+    reason = _mirror_ip_one(rule, buf, length)
+    if rule.l2_hdr_len and reason == FORWARD:
+        swap_macs_frame(buf, rule.vnet_hdr_len)
+    return reason
+
+
+def _mirror_ip_one(rule: Mirror, buf, length: int) -> int:
+    vo = rule.vnet_hdr_len
+    o = vo + rule.l2_hdr_len
     n = length - o
     if n < 1:
         return R["malformed"]
@@ -258,12 +297,12 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
             return R["malformed"]
         first, total, src, dst = _HDR4.unpack_from(buf, o)
         ihl = (first & 15) << 2
-        if ihl < IPV4_MIN_HEADER or ihl > n or total != n:
+        if ihl < IPV4_MIN_HEADER or ihl > n or not _length_ok_one(rule, total, n, ihl):
             return R["malformed"]
         s = sum(_SUM[ihl >> 1].unpack_from(buf, o))
         if s == 0 or s % 0xFFFF:
             return R["bad_checksum"]
-        if o and not _vnet_ok_one(buf, n, 4):
+        if vo and not _vnet_ok_one(buf, n + rule.l2_hdr_len, 4):
             return R["bad_vnet_hdr"]
         v4 = rule._v4i
         if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
@@ -272,9 +311,10 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
         return FORWARD
     if ver != 6:
         return R["not_ip"]
-    if n < IPV6_HEADER or _PAYLOAD6.unpack_from(buf, o)[0] + IPV6_HEADER != n:
+    if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
+                                              + IPV6_HEADER, n, IPV6_HEADER):
         return R["malformed"]
-    if o and not _vnet_ok_one(buf, n, 6):
+    if vo and not _vnet_ok_one(buf, n + rule.l2_hdr_len, 6):
         return R["bad_vnet_hdr"]
     src = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
     dst = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
@@ -282,6 +322,10 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
         return R["not_mirrored"]
     buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst + src
     return FORWARD
+
+
+def _length_ok_one(rule: Mirror, claimed: int, n: int, least: int) -> bool:
+    return claimed == n or (rule.l2_hdr_len != 0 and n == ETH_MIN_PAYLOAD and least <= claimed < n)
 
 
 def _vnet_ok_one(buf, n: int, ver: int) -> bool:

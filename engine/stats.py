@@ -19,6 +19,8 @@ DROP_REASONS = (
     "bad_checksum",    # IPv4 header checksum wrong
     "bad_vnet_hdr",    # virtio_net_hdr inconsistent with the packet (offload mode)
     "not_mirrored",    # addresses outside the mirror rule (DESIGN.md invariant 4)
+    "vlan",            # TAP mode: 802.1Q / 802.1ad tagged Ethernet frame
+    "unknown_ethertype",  # TAP mode: neither IPv4, IPv6 nor ARP (engine/l2.py)
     "too_big",         # frame larger than a pool slot (read truncated)
     "ring_full",       # the worker's ring had no room
     "write_error",     # the device refused the frame on write

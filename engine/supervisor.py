@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Dict, Optional
 
-from . import loops, shm, stats
+from . import loops, pcap, shm, stats
 from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, DEFAULT_ADDRESS
@@ -99,7 +99,8 @@ class Supervisor:
             if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
                 self.cfg = cfg = cfg.replace(offload=False)
             addr4, addr6 = provision(cfg, dev)
-            rule = Mirror(addr4, addr6, dev.vnet_hdr_len)
+            l2_len = getattr(dev, "l2_hdr_len", 0)   # 14: TAP mode (Ethernet frames)
+            rule = Mirror(addr4, addr6, dev.vnet_hdr_len, l2_len)
             layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
             prefix = shm.shm_prefix(dev.name)
             self.segments = shm.Segments(prefix, layout)
@@ -107,16 +108,18 @@ class Supervisor:
             efds = tuple(new_eventfd() for _ in range(layout.actors))
             capture = None
             if cfg.pcap:
-                capture = Capture(cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len)
+                capture = Capture(cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
+                                  pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
                 try:
                     capture.create()
                 except OSError as e:
                     raise EngineError(f"--pcap {cfg.pcap}: {e.strerror}") from None
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
                                      cfg.spin_us / 1e6, efds, capture, cfg.inline)
-            log.info("mirroring %s on %s (%s, %d workers, offload %s, %d x %d-byte slots = "
+            log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
-                     dev.name, "created" if dev.created else "attached", cfg.workers,
+                     dev.name, getattr(dev, "mode", "tun"),
+                     "created" if dev.created else "attached", cfg.workers,
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
             if cfg.user:

@@ -9,6 +9,7 @@ namespace, `python -m engine` attached to it (finding the mode by itself), real 
 import json
 import re
 import signal
+import time
 
 import pytest
 
@@ -116,6 +117,24 @@ def test_no_answer_for_the_network_broadcast_or_outside(tap):
     assert "0 received" in p.stdout
 
 
+def wait_dad(ns, dev: str, timeout: float = 6.0) -> str:
+    """`ip -6 addr` of `dev` once no address is tentative (DAD done), bounded in time."""
+    deadline = time.time() + timeout
+    while True:
+        out = ns.sh(f"ip -6 addr show dev {dev}")
+        if "tentative" not in out or time.time() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_duplicate_address_detection_is_not_answered(tap):
+    """The kernel's DAD probes (NS from ::) for tap0's link-local address reach the
+    engine; answering them would make the kernel give the address up."""
+    ns, _ = tap
+    out = wait_dad(ns, "tap0")
+    assert "fe80::" in out and "dadfailed" not in out and "tentative" not in out, out
+
+
 def test_create_with_mode_tap_and_stop_cleanly():
     """--mode tap creates a TAP device (tun_flags has IFF_TAP), answers, and at SIGTERM
     every frame read is accounted for and the device it created is gone."""
@@ -126,11 +145,14 @@ def test_create_with_mode_tap_and_stop_cleanly():
         flags = int(ns.sh("cat /sys/class/net/tapc0/tun_flags").strip(), 16)
         assert flags & 0x3 == 0x2, hex(flags)
         assert ping(ns, PEER, count=2).returncode == 0
+        out = wait_dad(ns, "tapc0")   # a created TAP device's IPv6 address goes through DAD
+        assert "2001:db8::1/64" in out and "dadfailed" not in out, out
+        assert ping(ns, "-6", PEER6, count=2).returncode == 0
         code, took = eng.stop(signal.SIGTERM)
         assert code == 0 and took < 2.0, eng.log
         rx, tx, dropped, reasons = eng.counters()
         assert rx == tx + dropped, (rx, tx, dropped, reasons)
-        assert tx >= 3, "an ARP reply and two echo replies"
+        assert tx >= 6, "an ARP reply, an NA and four echo replies"
         assert ns.links() == ["lo"], "the device the engine created is gone"
     finally:
         ns.close()

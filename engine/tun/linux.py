@@ -18,24 +18,29 @@ from typing import MutableSequence, Sequence
 from ..handles import InheritedFd
 from . import TunError
 from . import linux_abi as abi
+from . import mode as tun_mode
 
 TUN_PATH = "/dev/net/tun"
 VNET_HDR_LEN = 10
+ETH_HLEN = 14
 
 
 class LinuxTun:
-    """An attached TUN queue. Picklable into a child process being started."""
+    """An attached TUN or TAP queue. Picklable into a child process being started.
+    `mode` is "tun" (frames are IP packets) or "tap" (Ethernet frames: `l2_hdr_len` 14)."""
 
     io_threads = False
 
     def __init__(self, handle: InheritedFd, name: str, mtu: int, vnet_hdr_len: int,
-                 created: bool, offload_flags: int = 0) -> None:
+                 created: bool, offload_flags: int = 0, mode: str = "tun") -> None:
         self._handle = handle
         self.name = name
         self.mtu = mtu
         self.vnet_hdr_len = vnet_hdr_len
         self.created = created
         self.offload_flags = offload_flags
+        self.mode = mode
+        self.l2_hdr_len = ETH_HLEN if mode == "tap" else 0
         self._bind(handle.fd)
 
     def _bind(self, fd: int) -> None:
@@ -46,7 +51,7 @@ class LinuxTun:
 
     def __reduce__(self):
         return (LinuxTun, (self._handle, self.name, self.mtu, self.vnet_hdr_len,
-                           self.created, self.offload_flags))
+                           self.created, self.offload_flags, self.mode))
 
     def read_batch(self, bufs: Sequence[memoryview], lengths: MutableSequence[int]) -> int:
         readinto = self._readinto
@@ -85,7 +90,11 @@ def _closed(_buf):
 
 
 def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every backend
-    """Attach to (or create) cfg.device in TUN mode; with cfg.offload, enable vnet offloads."""
+    """Attach to (or create) cfg.device; with cfg.offload, enable vnet offloads.
+
+    An existing device is attached in its own mode: sysfs says which (engine/tun/mode.py),
+    the other mode is tried on EINVAL (a /sys of another namespace), and TUNGETIFF has the
+    last word. cfg.mode ("tun", "tap"; "auto" = tun) is the mode of a device we create."""
     existed = device_exists(cfg.device)
     try:
         fd = abi.libc_open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -95,17 +104,24 @@ def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every 
         raise TunError(f"cannot open {TUN_PATH}: permission denied (run as root, or "
                        f"provision the device with an owner)") from None
     try:
-        flags = abi.IFF_TUN | abi.IFF_NO_PI | (abi.IFF_VNET_HDR if cfg.offload else 0)
-        req = abi.make_ifreq(cfg.device)
-        req.ifr_flags = flags
-        try:
-            abi.ioctl(fd, abi.TUNSETIFF, req)
-        except OSError as e:
-            raise TunError(_setiff_error(cfg.device, e.errno)) from None
+        requested = None if cfg.mode == "auto" else cfg.mode
+        modes = (tun_mode.attach_order(cfg.device, requested) if existed
+                 else (requested or "tun",))
+        for k, m in enumerate(modes):
+            req = abi.make_ifreq(cfg.device)
+            req.ifr_flags = ((abi.IFF_TAP if m == "tap" else abi.IFF_TUN) | abi.IFF_NO_PI
+                             | (abi.IFF_VNET_HDR if cfg.offload else 0))
+            try:
+                abi.ioctl(fd, abi.TUNSETIFF, req)
+                break
+            except OSError as e:
+                if e.errno != errno.EINVAL or k + 1 == len(modes):
+                    raise TunError(_setiff_error(cfg.device, e.errno)) from None
         got = abi.make_ifreq("")
         abi.ioctl(fd, abi.TUNGETIFF, got)
-        if got.ifr_flags & (abi.IFF_TUN | abi.IFF_TAP) != abi.IFF_TUN:
-            raise TunError(f"{cfg.device} is not a TUN device")
+        mode = tun_mode.mode_from_flags(got.ifr_flags)
+        if mode is None:
+            raise TunError(f"{cfg.device} is neither a TUN nor a TAP device")
         name = got.ifr_name.decode()
         offload = _enable_offload(fd) if cfg.offload else 0
         mtu = _get_mtu(name)
@@ -113,7 +129,7 @@ def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every 
         os.close(fd)
         raise
     return LinuxTun(InheritedFd(fd), name, mtu, VNET_HDR_LEN if cfg.offload else 0,
-                    created=not existed, offload_flags=offload)
+                    created=not existed, offload_flags=offload, mode=mode)
 
 
 def _setiff_error(name: str, err: int) -> str:
@@ -123,7 +139,7 @@ def _setiff_error(name: str, err: int) -> str:
         return (f"not allowed to attach to {name}: run as root (CAP_NET_ADMIN), or provision "
                 f"it for your user with `python -m provisioning up --owner USER`")
     if err == errno.EINVAL:
-        return f"device {name} exists but is not a TUN device (or is multi-queue)"
+        return f"device {name} exists but is not a TUN or TAP device (or is multi-queue)"
     return f"TUNSETIFF {name}: {os.strerror(err)}"
 
 
