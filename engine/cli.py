@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import List, Optional
 
@@ -76,8 +77,21 @@ def config_from_args(a: argparse.Namespace) -> Config:
         stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline)
 
 
+def _interrupted(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    # Until the supervisor installs its own handlers, SIGTERM stops us like Ctrl-C: quietly,
+    # with status 0, since nothing has been created yet (or `finally` removes it).
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _main(argv: List[str]) -> int:
     if argv[:1] == ["demo"]:
         from . import demo
         return demo.main(argv[1:])

@@ -118,6 +118,23 @@ class Layout:
         return self.pool_frames * self.slot_size
 
 
+class _NoTracker:
+    """Stands in for multiprocessing's resource tracker inside shared_memory. The tracker
+    would unlink a segment when any process that merely attached to it exits (Python
+    < 3.13, bpo-38119), and it would run as root after --user dropped privileges (it starts
+    with the first segment). Segment lifetime is the supervisor's job here: unlink at exit,
+    reclaim at the next start (`reclaim`)."""
+
+    @staticmethod
+    def register(name, rtype):
+        pass
+
+    unregister = register
+
+
+shared_memory.resource_tracker = _NoTracker  # shared_memory's own reference only
+
+
 class _Segment(shared_memory.SharedMemory):
     """A SharedMemory whose mapping stays until the process exits. Numpy views into it
     live as long as the process does, so closing it from a finaliser could only fail

@@ -74,7 +74,8 @@ def provision(cfg: Config, dev):
             prov.set_mtu(dev.name, cfg.mtu)
         # a deeper queue in front of the reader absorbs the moments it is not scheduled
         prov.set_txqueuelen(dev.name, CREATED_TXQUEUELEN)
-    prov.set_up(dev.name)
+    if not prov.is_up(dev.name):  # (an owner without root may attach to an up device)
+        prov.set_up(dev.name)
     return addr4, addr6
 
 
@@ -94,6 +95,10 @@ class Supervisor:
     # ---- lifetime ------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
+        # Signal handlers first: a SIGINT/SIGTERM at any moment of start-up leads to the
+        # same clean stop (exit 0, nothing left behind), never a KeyboardInterrupt.
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         self.dev = dev = open_device(cfg)
         try:
             if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
@@ -132,10 +137,11 @@ class Supervisor:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
         self.dump_requested = False
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
         if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <supervisor pid>` dumps stats now
             signal.signal(signal.SIGUSR1, self._on_usr1)
+        if self.stop_reason is not None:  # stopped while starting up
+            log.info("stopping: %s", self.stop_reason)
+            return 0
         if self.dev.io_threads:
             self._start_io_threads()
         for name in self._actor_names():

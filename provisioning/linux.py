@@ -113,6 +113,11 @@ def set_txqueuelen(name: str, qlen: int) -> None:
     _ioctl("SIOCSIFTXQLEN", name, abi.SIOCSIFTXQLEN, req)
 
 
+def is_up(name: str) -> bool:
+    return bool(_ioctl("SIOCGIFFLAGS", name, abi.SIOCGIFFLAGS, abi.make_ifreq(name)).ifr_flags
+                & abi.IFF_UP)
+
+
 def set_up(name: str, up: bool = True) -> None:
     req = _ioctl("SIOCGIFFLAGS", name, abi.SIOCGIFFLAGS, abi.make_ifreq(name))
     req.ifr_flags = (req.ifr_flags | abi.IFF_UP) if up else (req.ifr_flags & ~abi.IFF_UP)
@@ -130,10 +135,13 @@ def create_persistent(name: str, owner: Optional[int] = None, group: Optional[in
     try:
         req = abi.make_ifreq(name)
         req.ifr_flags = abi.IFF_TUN | abi.IFF_NO_PI | (abi.IFF_VNET_HDR if offload else 0)
-        for request, arg, step in ((abi.TUNSETIFF, req, "TUNSETIFF"),
-                                   (abi.TUNSETOWNER, -1 if owner is None else owner, "TUNSETOWNER"),
-                                   (abi.TUNSETGROUP, -1 if group is None else group, "TUNSETGROUP"),
-                                   (abi.TUNSETPERSIST, 1, "TUNSETPERSIST")):
+        steps = [(abi.TUNSETIFF, req, "TUNSETIFF")]
+        if owner is not None:
+            steps.append((abi.TUNSETOWNER, owner, "TUNSETOWNER"))
+        if group is not None:
+            steps.append((abi.TUNSETGROUP, group, "TUNSETGROUP"))
+        steps.append((abi.TUNSETPERSIST, 1, "TUNSETPERSIST"))
+        for request, arg, step in steps:
             try:
                 abi.ioctl(fd, request, arg)
             except OSError as e:
