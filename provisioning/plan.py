@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from engine.errors import EngineError
+from engine.config import parse_address
+from engine.errors import ConfigError, EngineError
 
 DRIVERS = ("tap0901", "tap0801", "wintun")
 # Names the engine accepts as --device (Config: 1-15 bytes, no '/' or spaces), narrowed to
@@ -105,16 +106,14 @@ def load(path: str) -> Plan:
 
 
 def parse_interface(text, version: int, field: str):
-    """'10.3.0.1/24' -> IPv4Interface (version 4); PlanError naming `field` otherwise."""
-    if not isinstance(text, str) or "/" not in text:
+    """'10.3.0.1/24' -> IPv4Interface (version 4); PlanError naming `field` otherwise
+    (the engine's own parser, so a plan and the command line accept the same text)."""
+    if not isinstance(text, str):
         raise PlanError(f"{field} {text!r}: give an address with a prefix length")
     try:
-        iface = ipaddress.ip_interface(text)
-    except ValueError as e:
-        raise PlanError(f"{field} {text!r}: {e}") from None
-    if iface.version != version:
-        raise PlanError(f"{field} {text!r}: expected an IPv{version} address")
-    return iface
+        return parse_address(text, version, field)
+    except ConfigError as e:
+        raise PlanError(str(e)) from None
 
 
 def _is_host(iface) -> bool:

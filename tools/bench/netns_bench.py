@@ -61,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+import machine  # noqa: E402  (tools/bench/machine.py)
 import svg  # noqa: E402  (tools/bench/svg.py)
 
 DEV = "mir0"
@@ -979,35 +980,12 @@ def chart(result: dict) -> str:
                            f"dashed horizontal = single-process mirrors (1 stream)")
 
 
-def engine_commit() -> str:
-    """The repository's commit, with "+dirty" when engine/ has local changes."""
-    try:
-        h = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-        return h + ("+dirty" if d else "")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def host_info() -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     iperf = run(["iperf3", "--version"], check=False).stdout.splitlines()
-    return {"kernel": platform.release(), "nproc": os.cpu_count(), "cpu": cpu,
-            "python": platform.python_version(), "iperf3": iperf[0] if iperf else "?",
+    return {**machine.host_info(), "iperf3": iperf[0] if iperf else "?",
             "mem_gib": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
-# ------------------------------------------------------------------------ main
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1080,7 +1058,7 @@ def main(argv=None) -> int:
         signal.signal(s, on_signal)
 
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": host_info(),
-            "engine_commit": engine_commit(),
+            "engine_commit": machine.engine_commit(),
             "args": {"seconds": a.seconds, "repeat": a.repeat, "tests": a.tests,
                      "workers": a.workers, "offload": a.offload, "compare": a.compare,
                      "ping_count": a.ping_count, "ping_interval": a.ping_interval,

@@ -54,6 +54,7 @@ REPO = HERE.parents[1]
 for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+import machine  # noqa: E402  (tools/bench/machine.py)
 
 DEVICE_ADDR = "198.18.0.1/24"
 DISTINCT = 1024
@@ -355,29 +356,6 @@ def chart(result) -> str:
                       note=f"{m['date']}, {m['host']['nproc']} CPUs, first read to last write")
 
 
-def engine_commit() -> str:
-    """The repository's commit, with "+dirty" when engine/ has local changes."""
-    try:
-        h = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "engine"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-        return h + ("+dirty" if d else "")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
-def host_info() -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    except OSError:
-        pass
-    return {"kernel": platform.release(), "nproc": os.cpu_count(), "cpu": cpu,
-            "python": platform.python_version()}
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--case"]:
@@ -439,7 +417,7 @@ def main(argv=None) -> int:
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
     result = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "host": host_info(), "engine_commit": engine_commit(),
+                       "host": machine.host_info(), "engine_commit": machine.engine_commit(),
                        "args": {"frames": a.frames, "sizes": sizes, "workers": workers,
                                 "repeat": a.repeat, "batch": batch, "quick": a.quick,
                                 "proto": a.proto}},
