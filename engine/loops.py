@@ -145,6 +145,8 @@ class _Reader:
         self.sleeper = Sleeper(m.flag(0), ctx.efds[0], self.watch)
         self.cnt = Counters(m.counters[0])
         self.stack = _reclaim_free_slots(m, self.rx, self.free_ring)
+        _recover_reader(m, self.rx, self.cnt)
+        _warm_up(ctx.rule, self.W)
         self.lengths = [0] * ctx.batch
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
@@ -205,7 +207,6 @@ class _Reader:
             if want <= 2:  # the device was idle: this frame alone, at once (a ping, an ACK)
                 want = 4
                 self.dispatch([top], first_len, True)
-                self.cnt.commit()
                 continue
             # ...then up to twice what the last read got, up to a batch (NAPI-like)
             k = min(batch, room, len(stack) + 1, want) - 1
@@ -218,17 +219,25 @@ class _Reader:
                     del stack[len(stack) - k:]
                     stack.extend(rest[n:])      # the slots now holding frames leave the stack
                     self.dispatch([top, *rest[:n]], [first_len[0], *lengths[:n]], n < k)
-                    self.cnt.commit()
                     continue
             self.dispatch([top], first_len, True)
-            self.cnt.commit()
         self.cnt.commit()
 
     def dispatch(self, slots: list, lens: list, drained: bool) -> None:
-        c, n = self.cnt.c, len(slots)
+        c, n, m = self.cnt.c, len(slots), self.m
         c[F["in_frames"]] += n
         c[F["in_bytes"]] += sum(lens)
         self.cnt.batch(n)
+        # Journal (_recover_reader): the read is counted before any frame leaves the reader.
+        m.ctl[shm.READER_PUSHED] = sum(r._write for r in self.rx)
+        m.ctl[shm.READER_PENDING] = n
+        self.cnt.commit()
+        self._dispatch(slots, lens, drained)
+        self.cnt.commit()
+        m.ctl[shm.READER_PENDING] = 0
+
+    def _dispatch(self, slots: list, lens: list, drained: bool) -> None:
+        c, n = self.cnt.c, len(slots)
         size = self.m.layout.slot_size
         if max(lens) >= size:  # the read filled a slot: a truncated frame
             keep = [k for k, ln in enumerate(lens) if ln < size]
@@ -398,6 +407,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     rule, batch = ctx.rule, ctx.batch
     _recover_worker(m, i, rx, tx, sleeper, c)
     cnt.commit()
+    _warm_up(rule, ctx.workers)
     m.ready[1 + i] = os.getpid()
 
     def has_work():
@@ -455,6 +465,32 @@ def worker_loop(ctx: Context, i: int) -> None:
     os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
 
 
+def _recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> None:
+    """A reader killed inside dispatch had counted its frames as read (committed first);
+    those it had pushed into the rings are counted downstream. The rest (written inline
+    or dropped, uncounted) count as worker_restart, so rx = tx + drops holds."""
+    pending = m.ctl[shm.READER_PENDING]
+    if pending:
+        pushed = sum(r._write for r in rx) - m.ctl[shm.READER_PUSHED]
+        cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
+        cnt.commit()
+        m.ctl[shm.READER_PENDING] = 0
+
+
+def _warm_up(rule: Mirror, workers: int) -> None:
+    """Run the vector paths once on a scratch batch, so the memory numpy and the
+    interpreter set aside on first use is taken at start, not under traffic later
+    (DESIGN.md invariant 8, checked by the soak test)."""
+    o = rule.vnet_hdr_len + rule.l2_hdr_len
+    scratch = np.zeros((2 * SMALL_BATCH, o + 128), np.uint8)
+    scratch[:, o] = 0x45
+    slots = np.arange(len(scratch), dtype=np.uint32)
+    lens = np.full(len(scratch), o + 40, np.uint32)
+    mirror_batch(rule, scratch, slots, lens)
+    shard.worker_of(scratch, slots, lens, o, max(workers, 2))
+    _count_drops([0] * len(F), np.zeros(len(slots), np.uint8))
+
+
 def _recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
     """Undo what a killed predecessor left half done (a no-op at first start).
 
@@ -489,16 +525,33 @@ def _recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
     m.worker_busy[i] = 0
 
 
-def _recover_writer(m: shm.Mapped, tx: list, free_ring) -> None:
-    """A writer killed after returning a run's slots to the free ring but before
-    releasing the run from its tx ring would leave those slots in both: the reader could
-    reuse one while we wrote it again. The journal says whether the return happened."""
-    ring = m.ctl[shm.WRITER_RING]
-    if ring:
-        t, upto = tx[ring - 1], m.ctl[shm.WRITER_UPTO]
-        if free_ring._cur[0] != m.ctl[shm.WRITER_FREE_BEFORE] and t._read < upto:
+def _recover_writer(m: shm.Mapped, tx: list, free_ring, cnt: Counters) -> None:
+    """Undo what a killed predecessor left half done with a run (the journal says which):
+    - killed before returning the run's slots: nothing to undo; the run is written again
+      (its frames go out twice, counted once);
+    - killed after returning them: release the run from its tx ring (else a slot would be
+      in flight twice), and add the run's counts unless its commit got through."""
+    j = m.ctl
+    ring = j[shm.WRITER_RING]
+    if not ring:
+        return
+    t, upto = tx[ring - 1], j[shm.WRITER_UPTO]
+    if free_ring._cur[0] != j[shm.WRITER_FREE_BEFORE]:
+        if t._read < upto:
             t.release(upto - t._read)
-        m.ctl[shm.WRITER_RING] = 0
+        if cnt.c[F["journal"]] != upto:
+            _add_writer_counts(cnt.c, j[shm.WRITER_IN], j[shm.WRITER_OUT],
+                               j[shm.WRITER_BYTES], j[shm.WRITER_ERR])
+            cnt.c[F["journal"]] = upto
+            cnt.commit()
+    j[shm.WRITER_RING] = 0
+
+
+def _add_writer_counts(c: list, frames_in: int, out: int, nbytes: int, refused: int) -> None:
+    c[F["in_frames"]] += frames_in
+    c[F["out_frames"]] += out
+    c[F["out_bytes"]] += nbytes
+    c[R_WRITE_ERROR] += refused
 
 
 # --------------------------------------------------------------------------- writer
@@ -516,7 +569,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     c = cnt.c
     hwm = c[F["ring_hwm"]]
     capture = _open_capture(ctx, m)
-    _recover_writer(m, tx, free_ring)
+    _recover_writer(m, tx, free_ring, cnt)
     m.ready[W + 1] = os.getpid()
 
     def has_work():
@@ -539,22 +592,28 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
             lens = t.length[start:start + n]
             live = lens.nonzero()[0]
             k = len(live)
+            refused = nbytes = 0
             if k:
                 bufs = [views[s] for s in (slots if k == n else slots[live]).tolist()]
                 out_lens = (lens if k == n else lens[live]).tolist()
                 if capture:
                     capture.frames(bufs, out_lens)
                 refused = dev.write_batch(bufs, out_lens)
-                c[F["in_frames"]] += k
-                c[F["out_frames"]] += k - refused
-                c[F["out_bytes"]] += int(lens.sum())  # approximate when some are refused
-                c[R_WRITE_ERROR] += refused
-            m.ctl[shm.WRITER_FREE_BEFORE] = free_ring._write   # journal (_recover_writer)
-            m.ctl[shm.WRITER_UPTO] = t._read + n
-            m.ctl[shm.WRITER_RING] = i + 1
+                nbytes = sum(out_lens)  # bytes handed to the device (refused ones included)
+            # Journal (_recover_writer): the run, its counts, then slots back, counts
+            # committed, run released. A kill anywhere in between is undone exactly once.
+            j = m.ctl
+            j[shm.WRITER_FREE_BEFORE] = free_ring._write
+            j[shm.WRITER_UPTO] = upto = t._read + n
+            j[shm.WRITER_IN], j[shm.WRITER_OUT] = k, k - refused
+            j[shm.WRITER_BYTES], j[shm.WRITER_ERR] = nbytes, refused
+            j[shm.WRITER_RING] = i + 1
             free_ring.push(slots, lens)
+            _add_writer_counts(c, k, k - refused, nbytes, refused)
+            c[F["journal"]] = upto
+            cnt.commit()
             t.release(n)
-            m.ctl[shm.WRITER_RING] = 0
+            j[shm.WRITER_RING] = 0
             cnt.batch(n)
             moved += n
         if moved:

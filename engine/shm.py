@@ -33,8 +33,13 @@ CAPTURED = 8  # frames written to --pcap (second cache line: it changes under lo
 # slots from (index + 1, 0 = none), up to which cursor, and the free ring's write cursor
 # before the return
 WRITER_RING, WRITER_UPTO, WRITER_FREE_BEFORE = 9, 10, 11
+# ...and the counts of that run, added at recovery if the writer died before committing them
+WRITER_IN, WRITER_OUT, WRITER_BYTES, WRITER_ERR = 12, 13, 14, 15
+# the reader's journal (engine/loops.py, _recover_reader): frames in hand but not yet
+# handed on, and the sum of the rx write cursors before handing them on
+READER_PENDING, READER_PUSHED = 16, 17
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
-_CTL_WORDS = 16
+_CTL_WORDS = 24
 
 
 def _align(n: int) -> int:
@@ -77,7 +82,7 @@ class Layout:
     # offsets
     @property
     def worker_done_at(self) -> int:
-        return 2 * LINE
+        return _CTL_WORDS * 8
 
     @property
     def worker_busy_at(self) -> int:

@@ -31,7 +31,8 @@ HIST_BINS = ("1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+")
 FIELDS = (
     "in_frames", "in_bytes", "out_frames", "out_bytes", "batches", "sleeps", "restarts",
     "ring_hwm",
-    "inline_frames", "inline_bytes",  # reader only: small batches it mirrored and wrote itself
+    "inline_frames", "inline_bytes",  # reader only: batches it mirrored and wrote itself
+    "journal",                        # writer only: the run its last commit includes
     *(f"drop_{r}" for r in DROP_REASONS),
     *(f"batch_{b}" for b in HIST_BINS),
 )

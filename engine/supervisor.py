@@ -84,7 +84,7 @@ class Supervisor:
         self.cfg = cfg
         self.mp = multiprocessing.get_context(cfg.start_method)
         if cfg.start_method == "forkserver":
-            self.mp.set_forkserver_preload(["engine.loops"])
+            self.mp.set_forkserver_preload(["engine.loops", "engine.forkserver_init"])
         self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
         self.threads: list = []
         self.restarts: list = []
