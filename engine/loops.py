@@ -136,8 +136,6 @@ class _Reader:
         self.ctx, self.m, self.dev, self.W = ctx, m, ctx.device, ctx.workers
         self.frames, self.views = m.frames, m.slot_views()
         self.rx = [m.rx(i) for i in range(self.W)]
-        self.tx = [m.tx(i) for i in range(self.W)]
-        self.rings = self.rx + self.tx
         self.free_ring = m.free()
         self.wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(self.W)]
         fd = self.dev.fileno()
@@ -145,6 +143,9 @@ class _Reader:
         self.sleeper = Sleeper(m.flag(0), ctx.efds[0], self.watch)
         self.cnt = Counters(m.counters[0])
         self.stack = _reclaim_free_slots(m, self.rx, self.free_ring)
+        # frames ever handed to the workers; the writer returns each one's slot through the
+        # free ring, so pushed == free ring's write cursor means nothing is in flight
+        self.pushed = sum(r._write for r in self.rx)
         _recover_reader(m, self.rx, self.cnt)
         _warm_up(ctx.rule, self.W)
         self.lengths = [0] * ctx.batch
@@ -172,7 +173,10 @@ class _Reader:
             if not stack:  # every slot is in flight: wait for the writer to return some
                 self.sleeper.sleep(lambda: free_ring.available() > 0 or _stopping(m), IDLE_TIMEOUT)
                 continue
-            room = min(r.space() for r in rx)
+            # Idle pipeline (every frame handed on came back through the free ring): all
+            # rings are empty. One private int and one shared cursor, whatever the workers.
+            idle = self.pushed == free_ring._cur[0]
+            room = rx[0].capacity if idle else min(r.space() for r in rx)
             if room:
                 blocked_since = 0.0
             else:
@@ -229,7 +233,7 @@ class _Reader:
         c[F["in_bytes"]] += sum(lens)
         self.cnt.batch(n)
         # Journal (_recover_reader): the read is counted before any frame leaves the reader.
-        m.ctl[shm.READER_PUSHED] = sum(r._write for r in self.rx)
+        m.ctl[shm.READER_PUSHED] = self.pushed
         m.ctl[shm.READER_PENDING] = n
         self.cnt.commit()
         self._dispatch(slots, lens, drained)
@@ -251,7 +255,7 @@ class _Reader:
             if not slots:
                 return
         if (drained or self.inline_backlog) and self.inline_ok and \
-                not any(r.fill() for r in self.rings):
+                self.pushed == self.free_ring._cur[0]:
             self.inline(slots, lens)
             return
         W, o = self.W, self.ip_o
@@ -353,6 +357,7 @@ class _Reader:
                     continue
                 s_i, l_i = slots[sel], lens[sel]
             pushed = ring.push(s_i, l_i)
+            self.pushed += pushed
             if pushed < len(s_i):
                 c[R_RING_FULL] += len(s_i) - pushed
                 self.stack.extend(s_i[pushed:].tolist())
