@@ -117,7 +117,7 @@ def build_frames(size: int, n: int = DISTINCT, proto: str = "udp"):
 
 # ------------------------------------------------------------------------ one case (child)
 def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: float,
-             proto: str = "udp") -> dict:
+             proto: str = "udp", inline: str = "never") -> dict:
     """Runs in its own process: the supervisor in the main thread, the sampler in a thread."""
     import logging
 
@@ -135,12 +135,13 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
     gate = tempfile.mktemp(prefix="pipeline_gate_")
     cfg = Config(device=f"pb{os.getpid()}"[:15], driver="memory", workers=workers,
                  offload=False, address=parse_address(DEVICE_ADDR, 4, "--address"),
-                 replay=pcap_path, replay_loops=loops, duration=timeout, log_level="info")
+                 replay=pcap_path, replay_loops=loops, duration=timeout, log_level="info",
+                 inline=inline)
     sup_mod.open_device = lambda c: GatedMemoryDevice(
         gate, c.replay, c.replay_loops, None, name=c.device, mtu=c.mtu,
         vnet_hdr_len=c.vnet_hdr_len)
     sup = sup_mod.Supervisor(cfg)
-    out = {"size": size, "workers": workers, "frames": total, "proto": proto}
+    out = {"size": size, "workers": workers, "frames": total, "proto": proto, "inline": inline}
 
     def sample():
         try:
@@ -232,7 +233,7 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
 
 def child_main(argv) -> int:
     size, workers, frames, timeout = int(argv[0]), int(argv[1]), int(argv[2]), float(argv[4])
-    res = run_case(size, workers, frames, argv[3], timeout, argv[5])
+    res = run_case(size, workers, frames, argv[3], timeout, argv[5], argv[6])
     print("RESULT " + json.dumps(res), flush=True)
     return 0 if "error" not in res else 1
 
@@ -371,6 +372,9 @@ def main(argv=None) -> int:
     ap.add_argument("--proto", choices=("udp", "tcp"), default="udp",
                     help="udp (default; the engine shards UDP by addresses only) or tcp "
                          "(sharded by addresses and ports)")
+    ap.add_argument("--inline", choices=("never", "auto", "always"), default="never",
+                    help="the engine's --inline (default never: every frame through reader, "
+                         "workers and writer; auto: as the engine runs by default)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: 20k frames per case")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
@@ -400,7 +404,7 @@ def main(argv=None) -> int:
                     print(f"[pipeline_bench] rep {rep}: {s} B, {w} worker(s), {a.frames} frames",
                           file=sys.stderr, flush=True)
                     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", str(s),
-                           str(w), str(a.frames), pcaps[s], str(a.timeout), a.proto]
+                           str(w), str(a.frames), pcaps[s], str(a.timeout), a.proto, a.inline]
                     r = run_child(cmd, s, w, a.timeout + 30)
                     r["rep"] = rep
                     if "error" in r:
