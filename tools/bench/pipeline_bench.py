@@ -174,7 +174,8 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
             while True:
                 t = time.perf_counter()
                 rd = int(rows[0][F["in_frames"]])
-                wr = int(rows[workers + 1][F["out_frames"]])
+                # written: by the writer, or by the reader itself (its inline path)
+                wr = int(rows[workers + 1][F["out_frames"]] + rows[0][F["inline_frames"]])
                 dr = int(rows[:, drops].sum())
                 samples.append((t, rd, wr, dr))
                 if cpu0 is None and rd:  # CPU window starts at the first frame read
