@@ -97,13 +97,6 @@ class Mirror:
         object.__setattr__(self, "_v4i", v4i)
         object.__setattr__(self, "_v6", v6)
 
-    def mirrors4(self, src: bytes, dst: bytes) -> bool:
-        """Scalar form of the address rule (DESIGN.md invariant 4)."""
-        if self._v4 is None:
-            return False
-        addr, mask, net, bcast = self._v4
-        return (src == addr and _and(dst, mask) == net and dst not in (net, bcast, addr))
-
     def mirrors6(self, src: bytes, dst: bytes) -> bool:
         if self._v6 is None:
             return False

@@ -86,18 +86,6 @@ class Ring:
         self._cur[_WRITE] = w + n  # publish
         return n
 
-    def push_one(self, slot: int, length: int) -> bool:
-        """Scalar push for the small-batch path (avoids numpy slicing overhead)."""
-        w = self._write
-        if w - self._cur[_READ] >= self.capacity:
-            return False
-        i = w & self.mask
-        self.slot[i] = slot
-        self.length[i] = length
-        self._write = w + 1
-        self._cur[_WRITE] = w + 1
-        return True
-
     # ---- consumer ------------------------------------------------------------------
     def available(self) -> int:
         return self._cur[_WRITE] - self._read
@@ -119,8 +107,3 @@ class Ring:
     def fill(self) -> int:
         """Current fill level as seen from shared memory (for stats and tests)."""
         return self._cur[_WRITE] - self._cur[_READ]
-
-    def resync(self) -> None:
-        """Reload private cursors from shared memory (a restarted process takes over)."""
-        self._write = self._cur[_WRITE]
-        self._read = self._cur[_READ]
