@@ -310,6 +310,14 @@ def test_open_sequence():
     assert dev.fileno() == -1
 
 
+def test_tap_mode_skips_config_tun_and_carries_ethernet():
+    """The non-TUN mode of the driver (issue 7): no CONFIG_TUN, Ethernet frames both ways."""
+    dev, k = open_tap(mode="tap")
+    assert [c for c, _ in k.ioctls] == [tw.TAP_IOCTL_GET_VERSION, tw.TAP_IOCTL_GET_MTU,
+                                        tw.TAP_IOCTL_SET_MEDIA_STATUS]
+    assert (dev.mode, dev.l2_hdr_len, dev.config_mode) == ("tap", 14, "tap")
+
+
 def test_open_uses_the_configured_address():
     _, k = open_tap(address=ipaddress.IPv4Interface("198.18.0.1/15"))
     assert k.ioctls[2] == (tw.TAP_IOCTL_CONFIG_TUN, bytes([198, 18, 0, 1, 198, 18, 0, 0,

@@ -208,6 +208,8 @@ class TapWindows:
         self._k, self._handle, self._h = k32, handle, handle.value
         self.name, self.mtu, self.guid = name, mtu, guid
         self.version, self.config_mode = version, config_mode
+        self.mode = "tap" if config_mode == "tap" else "tun"
+        self.l2_hdr_len = 14 if self.mode == "tap" else 0  # Ethernet header in TAP mode
         self.passes_ipv6 = tuple(version[:2]) >= IPV6_TUN_MIN_VERSION
         self._rov, self._rgot, self._pending = _overlapped(k32), DWORD(), False
         self._wov, self._wgot, self._writing = _overlapped(k32), DWORD(), False
@@ -410,7 +412,9 @@ def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend c
         _check_version(version, cfg)
         mtu = struct.unpack("<I", device_io_control(k32, handle, TAP_IOCTL_GET_MTU, "GET_MTU",
                                                     out_size=4))[0]
-        mode = configure(k32, handle, version, iface)
+        # TAP (Ethernet) mode: no CONFIG_TUN; frames carry Ethernet headers and the driver
+        # answers no ARP, so the engine does (engine/l2.py, issue 7).
+        mode = "tap" if cfg.mode == "tap" else configure(k32, handle, version, iface)
         device_io_control(k32, handle, TAP_IOCTL_SET_MEDIA_STATUS, "SET_MEDIA_STATUS",
                           MEDIA_CONNECTED, out_size=4)
     except OSError as e:
