@@ -16,6 +16,9 @@ Outbound flow of one frame (numbered as wireguard-go's send.go does):
      read out of shared memory) and returns every slot to the free ring.
   5. reader_loop takes slots back from the free ring when its private stack runs low.
 
+  Shortcut (the inline path, see _Reader): when nothing is in flight, the reader may
+  mirror and write a batch itself, steps 3-4 in one process.
+
 Ownership: a slot belongs to exactly one stage at a time, and only the stage holding it
 touches its bytes. Every loop is single-threaded and allocation-free per packet; an
 idle loop blocks in poll() (engine/wake.py). Counters are committed once per batch.
@@ -30,7 +33,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import l2, shard, shm
+from . import l2, recovery, shard, shm
 from .capture import Capture
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
@@ -46,17 +49,17 @@ IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd h
 BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader too
 
+R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
+R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
+R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
+R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
+
 
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
-R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
-R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
-R_WORKER_RESTART = DROP_BASE + DROP_REASONS.index("worker_restart")
-R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
 
 
 @dataclass(frozen=True)
@@ -142,11 +145,11 @@ class _Reader:
         self.watch = [fd] if fd >= 0 else []
         self.sleeper = Sleeper(m.flag(0), ctx.efds[0], self.watch)
         self.cnt = Counters(m.counters[0])
-        self.stack = _reclaim_free_slots(m, self.rx, self.free_ring)
+        self.stack = recovery.free_slots(m, self.rx, self.free_ring)
         # frames ever handed to the workers; the writer returns each one's slot through the
         # free ring, so pushed == free ring's write cursor means nothing is in flight
         self.pushed = sum(r._write for r in self.rx)
-        _recover_reader(m, self.rx, self.cnt)
+        recovery.recover_reader(m, self.rx, self.cnt)
         _warm_up(ctx.rule, self.W)
         self.lengths = [0] * ctx.batch
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
@@ -379,26 +382,6 @@ def _open_capture(ctx: Context, m: shm.Mapped):
     return ctx.capture.open(m.ctl[shm.CAPTURED:shm.CAPTURED + 1]) if ctx.capture else None
 
 
-def _reclaim_free_slots(m: shm.Mapped, rx, free_ring) -> list:
-    """The reader's private stack of free slots. At first start that is every slot; after
-    a restart it is every slot not found in a ring, scanned in pipeline order (rx, tx,
-    free) so a slot moving downstream meanwhile is still seen once; the rest were held
-    by the dead reader."""
-    L = m.layout
-    if all(r.fill() == 0 for r in rx) and m.counters[0][F["in_frames"]] == 0:
-        return list(range(L.pool_frames))
-    seen = np.zeros(L.pool_frames, bool)
-    for ring in (*rx, *(m.tx(i) for i in range(L.workers)), free_ring):
-        _mark(ring, seen)
-    return np.flatnonzero(~seen).tolist()
-
-
-def _mark(ring, seen: np.ndarray) -> None:
-    r, w = ring._cur[8], ring._cur[0]
-    idx = np.arange(r, w, dtype=np.int64) & ring.mask
-    seen[ring.slot[idx]] = True
-
-
 # --------------------------------------------------------------------------- worker
 def worker_loop(ctx: Context, i: int) -> None:
     _child_setup()
@@ -410,7 +393,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     cnt = Counters(m.counters[1 + i])
     c = cnt.c
     rule, batch = ctx.rule, ctx.batch
-    _recover_worker(m, i, rx, tx, sleeper, c)
+    recovery.recover_worker(m, i, rx, tx, sleeper, c)
     cnt.commit()
     _warm_up(rule, ctx.workers)
     m.ready[1 + i] = os.getpid()
@@ -470,18 +453,6 @@ def worker_loop(ctx: Context, i: int) -> None:
     os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
 
 
-def _recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> None:
-    """A reader killed inside dispatch had counted its frames as read (committed first);
-    those it had pushed into the rings are counted downstream. The rest (written inline
-    or dropped, uncounted) count as worker_restart, so rx = tx + drops holds."""
-    pending = m.ctl[shm.READER_PENDING]
-    if pending:
-        pushed = sum(r._write for r in rx) - m.ctl[shm.READER_PUSHED]
-        cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
-        cnt.commit()
-        m.ctl[shm.READER_PENDING] = 0
-
-
 def _warm_up(rule: Mirror, workers: int) -> None:
     """Run the vector paths once on a scratch batch, so the memory numpy and the
     interpreter set aside on first use is taken at start, not under traffic later
@@ -494,69 +465,6 @@ def _warm_up(rule: Mirror, workers: int) -> None:
     mirror_batch(rule, scratch, slots, lens)
     shard.worker_of(scratch, slots, lens, o, max(workers, 2))
     _count_drops([0] * len(F), np.zeros(len(slots), np.uint8))
-
-
-def _recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
-    """Undo what a killed predecessor left half done (a no-op at first start).
-
-    1. Killed between pushing a run to tx and releasing it from rx: the run is in both
-       rings. It goes on through tx; it is released from rx. Its drop reasons were never
-       committed, so its dropped frames (length 0 in tx) count as worker_restart.
-    2. Killed while rewriting (worker_busy past the rx cursor): those frames may be half
-       rewritten. They are dropped as worker_restart: pushed with length 0, so the writer
-       returns their slots (the pool never shrinks)."""
-    pending = rx.available()
-    if pending and tx.fill():
-        in_tx = {}
-        for k in range(tx._cur[8], tx._cur[0]):
-            in_tx[int(tx.slot[k & tx.mask])] = int(tx.length[k & tx.mask])
-        n = 0
-        while n < pending and int(rx.slot[(rx._read + n) & rx.mask]) in in_tx:
-            c[R_WORKER_RESTART] += in_tx[int(rx.slot[(rx._read + n) & rx.mask])] == 0
-            n += 1
-        if n:
-            rx.release(n)
-    left = m.worker_busy[i] - rx._read if m.worker_busy[i] > rx._read else 0
-    while left:
-        start, n = rx.peek(left)
-        n = min(n, tx.space())
-        if not n:
-            sleeper.sleep(lambda: tx.space() > 0, 0.01)
-            continue
-        tx.push(rx.slot[start:start + n], np.zeros(n, np.uint32))
-        rx.release(n)
-        c[R_WORKER_RESTART] += n
-        left -= n
-    m.worker_busy[i] = 0
-
-
-def _recover_writer(m: shm.Mapped, tx: list, free_ring, cnt: Counters) -> None:
-    """Undo what a killed predecessor left half done with a run (the journal says which):
-    - killed before returning the run's slots: nothing to undo; the run is written again
-      (its frames go out twice, counted once);
-    - killed after returning them: release the run from its tx ring (else a slot would be
-      in flight twice), and add the run's counts unless its commit got through."""
-    j = m.ctl
-    ring = j[shm.WRITER_RING]
-    if not ring:
-        return
-    t, upto = tx[ring - 1], j[shm.WRITER_UPTO]
-    if free_ring._cur[0] != j[shm.WRITER_FREE_BEFORE]:
-        if t._read < upto:
-            t.release(upto - t._read)
-        if cnt.c[F["journal"]] != upto:
-            _add_writer_counts(cnt.c, j[shm.WRITER_IN], j[shm.WRITER_OUT],
-                               j[shm.WRITER_BYTES], j[shm.WRITER_ERR])
-            cnt.c[F["journal"]] = upto
-            cnt.commit()
-    j[shm.WRITER_RING] = 0
-
-
-def _add_writer_counts(c: list, frames_in: int, out: int, nbytes: int, refused: int) -> None:
-    c[F["in_frames"]] += frames_in
-    c[F["out_frames"]] += out
-    c[F["out_bytes"]] += nbytes
-    c[R_WRITE_ERROR] += refused
 
 
 # --------------------------------------------------------------------------- writer
@@ -574,7 +482,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     c = cnt.c
     hwm = c[F["ring_hwm"]]
     capture = _open_capture(ctx, m)
-    _recover_writer(m, tx, free_ring, cnt)
+    recovery.recover_writer(m, tx, free_ring, cnt)
     m.ready[W + 1] = os.getpid()
 
     def has_work():
@@ -614,7 +522,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
             j[shm.WRITER_BYTES], j[shm.WRITER_ERR] = nbytes, refused
             j[shm.WRITER_RING] = i + 1
             free_ring.push(slots, lens)
-            _add_writer_counts(c, k, k - refused, nbytes, refused)
+            recovery.add_writer_counts(c, k, k - refused, nbytes, refused)
             c[F["journal"]] = upto
             cnt.commit()
             t.release(n)

@@ -42,7 +42,6 @@ import fnmatch
 import ipaddress
 import json
 import os
-import platform
 import re
 import signal
 import statistics

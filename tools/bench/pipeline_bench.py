@@ -38,7 +38,6 @@ import datetime
 import ipaddress
 import json
 import os
-import platform
 import signal
 import statistics
 import struct

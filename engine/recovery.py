@@ -1,0 +1,113 @@
+"""Recovery after a killed actor: how a restarted reader, worker or writer finds and undoes
+what its predecessor left half done, so that no slot is ever in flight twice, the pool
+never shrinks, and rx = tx + drops still holds (DESIGN.md invariant 2, issue 4).
+
+The journals these read live in the control segment (engine/shm.py): the worker's busy
+word, the writer's run journal, the reader's pending count. Each is written by its actor
+just before the step it protects and cleared after it; a restarted actor calls its
+`recover_*` once, before it starts its loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import shm
+from .stats import DROP_BASE, DROP_REASONS, Counters, F
+
+R_WORKER_RESTART = DROP_BASE + DROP_REASONS.index("worker_restart")
+R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
+
+
+def free_slots(m: shm.Mapped, rx, free_ring) -> list:
+    """The reader's private stack of free slots. At first start that is every slot; after
+    a restart it is every slot not found in a ring, scanned in pipeline order (rx, tx,
+    free) so a slot moving downstream meanwhile is still seen once; the rest were held
+    by the dead reader."""
+    L = m.layout
+    if all(r.fill() == 0 for r in rx) and m.counters[0][F["in_frames"]] == 0:
+        return list(range(L.pool_frames))
+    seen = np.zeros(L.pool_frames, bool)
+    for ring in (*rx, *(m.tx(i) for i in range(L.workers)), free_ring):
+        _mark(ring, seen)
+    return np.flatnonzero(~seen).tolist()
+
+
+def _mark(ring, seen: np.ndarray) -> None:
+    r, w = ring._cur[8], ring._cur[0]
+    idx = np.arange(r, w, dtype=np.int64) & ring.mask
+    seen[ring.slot[idx]] = True
+
+
+def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> None:
+    """A reader killed inside dispatch had counted its frames as read (committed first);
+    those it had pushed into the rings are counted downstream. The rest (written inline
+    or dropped, uncounted) count as worker_restart, so rx = tx + drops holds."""
+    pending = m.ctl[shm.READER_PENDING]
+    if pending:
+        pushed = sum(r._write for r in rx) - m.ctl[shm.READER_PUSHED]
+        cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
+        cnt.commit()
+        m.ctl[shm.READER_PENDING] = 0
+
+
+def recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
+    """Undo what a killed predecessor left half done (a no-op at first start).
+
+    1. Killed between pushing a run to tx and releasing it from rx: the run is in both
+       rings. It goes on through tx; it is released from rx. Its drop reasons were never
+       committed, so its dropped frames (length 0 in tx) count as worker_restart.
+    2. Killed while rewriting (worker_busy past the rx cursor): those frames may be half
+       rewritten. They are dropped as worker_restart: pushed with length 0, so the writer
+       returns their slots (the pool never shrinks)."""
+    pending = rx.available()
+    if pending and tx.fill():
+        in_tx = {}
+        for k in range(tx._cur[8], tx._cur[0]):
+            in_tx[int(tx.slot[k & tx.mask])] = int(tx.length[k & tx.mask])
+        n = 0
+        while n < pending and int(rx.slot[(rx._read + n) & rx.mask]) in in_tx:
+            c[R_WORKER_RESTART] += in_tx[int(rx.slot[(rx._read + n) & rx.mask])] == 0
+            n += 1
+        if n:
+            rx.release(n)
+    left = m.worker_busy[i] - rx._read if m.worker_busy[i] > rx._read else 0
+    while left:
+        start, n = rx.peek(left)
+        n = min(n, tx.space())
+        if not n:
+            sleeper.sleep(lambda: tx.space() > 0, 0.01)
+            continue
+        tx.push(rx.slot[start:start + n], np.zeros(n, np.uint32))
+        rx.release(n)
+        c[R_WORKER_RESTART] += n
+        left -= n
+    m.worker_busy[i] = 0
+
+
+def recover_writer(m: shm.Mapped, tx: list, free_ring, cnt: Counters) -> None:
+    """Undo what a killed predecessor left half done with a run (the journal says which):
+    - killed before returning the run's slots: nothing to undo; the run is written again
+      (its frames go out twice, counted once);
+    - killed after returning them: release the run from its tx ring (else a slot would be
+      in flight twice), and add the run's counts unless its commit got through."""
+    j = m.ctl
+    ring = j[shm.WRITER_RING]
+    if not ring:
+        return
+    t, upto = tx[ring - 1], j[shm.WRITER_UPTO]
+    if free_ring._cur[0] != j[shm.WRITER_FREE_BEFORE]:
+        if t._read < upto:
+            t.release(upto - t._read)
+        if cnt.c[F["journal"]] != upto:
+            add_writer_counts(cnt.c, j[shm.WRITER_IN], j[shm.WRITER_OUT],
+                               j[shm.WRITER_BYTES], j[shm.WRITER_ERR])
+            cnt.c[F["journal"]] = upto
+            cnt.commit()
+    j[shm.WRITER_RING] = 0
+
+
+def add_writer_counts(c: list, frames_in: int, out: int, nbytes: int, refused: int) -> None:
+    c[F["in_frames"]] += frames_in
+    c[F["out_frames"]] += out
+    c[F["out_bytes"]] += nbytes
+    c[R_WRITE_ERROR] += refused
