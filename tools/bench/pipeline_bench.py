@@ -54,22 +54,13 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 import machine  # noqa: E402  (tools/bench/machine.py)
+from engine.l2 import internet_checksum as checksum  # noqa: E402  (RFC 1071)
 
 DEVICE_ADDR = "198.18.0.1/24"
 DISTINCT = 1024
 
 
 # ------------------------------------------------------------------------ frames
-def checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def udp4_frame(src: str, dst: str, sport: int, dport: int, total: int, ident: int) -> bytes:
     """A valid IPv4/UDP packet of `total` bytes (IPv4 header checksum and UDP checksum)."""
     s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
