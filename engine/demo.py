@@ -2,7 +2,7 @@
 
 It makes a namespace holding only `lo` and the engine's device (198.18.0.1/24 and
 2001:db8::1/64, RFC 2544 / RFC 3849 addresses, no route out), runs the engine with 4
-workers inside it, pings 198.18.0.5, downloads a file over TCP from a server on this
+workers inside it (every frame through reader, workers and writer), pings 198.18.0.5, downloads a file over TCP from a server on this
 machine through 198.18.0.9, exchanges UDP datagrams with 198.18.0.5, prints what happened
 and the engine's counters, and removes everything it made. Needs root (for the namespace).
 """
@@ -108,10 +108,26 @@ def udp_exchange(count: int) -> str:
     return f"{ok}/{count} datagrams sent to 198.18.0.5:7 came back from it"
 
 
+def actor_counts() -> str:
+    """Frames each actor handled, from `python -m engine stats --json`."""
+    p = subprocess.run([sys.executable, "-m", "engine", "stats", "--device", DEVICE, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode:
+        return p.stderr.strip()
+    import json
+    counters = json.loads(p.stdout)["counters"]
+    return ", ".join(f"{name} {c['in_frames']}" + (f" (+{c['inline_frames']} inline)"
+                                                    if c.get("inline_frames") else "")
+                     for name, c in counters.items())
+
+
 def main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m engine demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--size-mib", type=int, default=16, help="size of the TCP download")
+    p.add_argument("--inline", default="never", choices=("never", "auto", "always"),
+                   help="the engine's --inline (default never: every frame through the "
+                        "reader, the workers and the writer, to show the pipeline)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("engine demo: needs root to create a network namespace (try: sudo make demo)",
@@ -129,7 +145,8 @@ def main(argv) -> int:
         say(f"namespace {ns}: only lo and {DEVICE}, no route out")
         engine = subprocess.Popen(
             [sys.executable, "-m", "engine", "--device", DEVICE, "--workers", str(a.workers),
-             "--address", ADDR4, "--address6", ADDR6], stderr=subprocess.PIPE, text=True)
+             "--address", ADDR4, "--address6", ADDR6, "--inline", a.inline],
+            stderr=subprocess.PIPE, text=True)
         lines = []
         for line in engine.stderr:
             lines.append(line.rstrip())
@@ -143,6 +160,7 @@ def main(argv) -> int:
         say("ping 2001:db8::5 -> " + ping("2001:db8::5", 3))
         say("TCP: " + tcp_download(a.size_mib << 20))
         say("UDP: " + udp_exchange(100))
+        say("per actor: " + actor_counts())
         engine.send_signal(signal.SIGTERM)
         for line in engine.stderr:
             say(line.rstrip())

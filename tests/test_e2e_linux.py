@@ -190,3 +190,22 @@ def test_pcap_capture_read_back_by_tcpdump(tmp_path):
     assert any(ln.startswith(tuple("0123456789")) and "198.18.0.9" in ln and
                "> 198.18.0.1.8080" in ln for ln in lines)                  # client -> server
     assert len(lines) <= 5000 + 2 * 64
+
+
+def test_demo_shows_ping_tcp_and_udp_through_four_workers():
+    """`make demo`: its own namespace, 4 workers, every frame through the pipeline."""
+    import re
+    import sys
+    p = subprocess.run([sys.executable, "-m", "engine", "demo"], capture_output=True,
+                       text=True, timeout=120)
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert out.count(" 0% packet loss") == 2          # ping and ping -6
+    assert "sha256 matches" in out and "100/100 datagrams" in out
+    per_actor = dict((k, int(v)) for k, v in re.findall(r"(\w+) (\d+)", out.split("per actor: ")[1]
+                                                        .splitlines()[0]))
+    workers = [per_actor[f"worker{i}"] for i in range(4)]
+    # every frame read went to a worker (a stray IPv6 solicitation may still be in flight)
+    assert per_actor["reader"] > 100 and per_actor["reader"] - sum(workers) <= 2
+    assert sum(w > 0 for w in workers) >= 2
+    assert "exited with status 0" in out and "removed" in out
