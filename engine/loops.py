@@ -37,7 +37,7 @@ from . import l2, recovery, shard, shm
 from .capture import Capture
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
-from .stats import DROP_BASE, DROP_REASONS, Counters, F
+from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .wake import Sleeper, Waker
 
 # Below this many frames the scalar (pure Python) rewrite and hash beat numpy, whose
@@ -53,6 +53,9 @@ R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
 R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
+# counter indices used on the reader's per-batch path (a dict lookup each, otherwise)
+I_IN_FRAMES, I_IN_BYTES, I_BATCHES = F["in_frames"], F["in_bytes"], F["batches"]
+I_INLINE_FRAMES, I_INLINE_BYTES, I_JOURNAL = F["inline_frames"], F["inline_bytes"], F["journal"]
 
 
 def _usable_cpus() -> int:
@@ -149,7 +152,7 @@ class _Reader:
         # frames ever handed to the workers; the writer returns each one's slot through the
         # free ring, so pushed == free ring's write cursor means nothing is in flight
         self.pushed = sum(r._write for r in self.rx)
-        recovery.recover_reader(m, self.rx, self.cnt)
+        self.seq = recovery.recover_reader(m, self.rx, self.cnt)
         _warm_up(ctx.rule, self.W)
         self.lengths = [0] * ctx.batch
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
@@ -231,17 +234,20 @@ class _Reader:
         self.cnt.commit()
 
     def dispatch(self, slots: list, lens: list, drained: bool) -> None:
-        c, n, m = self.cnt.c, len(slots), self.m
-        c[F["in_frames"]] += n
-        c[F["in_bytes"]] += sum(lens)
-        self.cnt.batch(n)
-        # Journal (_recover_reader): the read is counted before any frame leaves the reader.
-        m.ctl[shm.READER_PUSHED] = self.pushed
-        m.ctl[shm.READER_PENDING] = n
-        self.cnt.commit()
+        c, n, ctl = self.cnt.c, len(slots), self.m.ctl
+        # Journal (recovery.recover_reader): the batch in hand, then one commit that
+        # carries the batch's sequence number with its counts.
+        self.seq = seq = self.seq + 1
+        ctl[shm.READER_PUSHED] = self.pushed
+        ctl[shm.READER_PENDING] = n
+        ctl[shm.READER_SEQ] = seq
+        c[I_IN_FRAMES] += n
+        c[I_IN_BYTES] += sum(lens)
+        c[I_BATCHES] += 1
+        c[HIST_BASE + min(n.bit_length() - 1, 6)] += 1
         self._dispatch(slots, lens, drained)
+        c[I_JOURNAL] = seq
         self.cnt.commit()
-        m.ctl[shm.READER_PENDING] = 0
 
     def _dispatch(self, slots: list, lens: list, drained: bool) -> None:
         c, n = self.cnt.c, len(slots)
@@ -343,8 +349,8 @@ class _Reader:
             if self.capture:
                 self.capture.frames(out_bufs, out_lens)
             refused = self.dev.write_batch(out_bufs, out_lens)
-            c[F["inline_frames"]] += len(out_bufs) - refused
-            c[F["inline_bytes"]] += sum(out_lens)
+            c[I_INLINE_FRAMES] += len(out_bufs) - refused
+            c[I_INLINE_BYTES] += sum(out_lens)
             c[R_WRITE_ERROR] += refused
         self.stack.extend(slots)
 

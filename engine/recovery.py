@@ -38,16 +38,21 @@ def _mark(ring, seen: np.ndarray) -> None:
     seen[ring.slot[idx]] = True
 
 
-def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> None:
-    """A reader killed inside dispatch had counted its frames as read (committed first);
-    those it had pushed into the rings are counted downstream. The rest (written inline
-    or dropped, uncounted) count as worker_restart, so rx = tx + drops holds."""
-    pending = m.ctl[shm.READER_PENDING]
-    if pending:
+def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> int:
+    """A reader killed inside a batch, before that batch's counts were committed (its
+    sequence number is not in the committed row): count the batch as read; the frames it
+    had pushed into the rings are counted downstream, the rest (written inline, dropped or
+    never handed on) as worker_restart, so rx = tx + drops holds. Returns the sequence
+    number to continue from."""
+    seq = m.ctl[shm.READER_SEQ]
+    if seq and cnt.c[F["journal"]] != seq:
+        pending = m.ctl[shm.READER_PENDING]
         pushed = sum(r._write for r in rx) - m.ctl[shm.READER_PUSHED]
+        cnt.c[F["in_frames"]] += pending
         cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
+        cnt.c[F["journal"]] = seq
         cnt.commit()
-        m.ctl[shm.READER_PENDING] = 0
+    return seq
 
 
 def recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:

@@ -35,9 +35,9 @@ CAPTURED = 8  # frames written to --pcap (second cache line: it changes under lo
 WRITER_RING, WRITER_UPTO, WRITER_FREE_BEFORE = 9, 10, 11
 # ...and the counts of that run, added at recovery if the writer died before committing them
 WRITER_IN, WRITER_OUT, WRITER_BYTES, WRITER_ERR = 12, 13, 14, 15
-# the reader's journal (engine/loops.py, _recover_reader): frames in hand but not yet
-# handed on, and the sum of the rx write cursors before handing them on
-READER_PENDING, READER_PUSHED = 16, 17
+# the reader's journal (engine/recovery.py): the batch in hand (a sequence number, its
+# frame count) and the frames handed to the workers before it
+READER_PENDING, READER_PUSHED, READER_SEQ = 16, 17, 18
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 24
 

@@ -32,7 +32,7 @@ FIELDS = (
     "in_frames", "in_bytes", "out_frames", "out_bytes", "batches", "sleeps", "restarts",
     "ring_hwm",
     "inline_frames", "inline_bytes",  # reader only: batches it mirrored and wrote itself
-    "journal",                        # writer only: the run its last commit includes
+    "journal",                        # reader, writer: the batch their last commit includes
     *(f"drop_{r}" for r in DROP_REASONS),
     *(f"batch_{b}" for b in HIST_BINS),
 )
