@@ -31,6 +31,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nettools import start_udp_echo  # noqa: E402
 from packets import checksum, ipv4, ipv6  # noqa: E402
 
 ETH_P_ALL, ETH_P_IP, ETH_P_IPV6 = 0x0003, 0x0800, 0x86DD
@@ -330,19 +331,7 @@ def load(a):
 
     def udp_echo(peer, port):
         fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
-        srv = socket.socket(fam, socket.SOCK_DGRAM)
-        srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
-        srv.settimeout(0.2)
-
-        def serve():
-            while time.time() < deadline + 1:
-                try:
-                    d, addr = srv.recvfrom(2048)
-                except socket.timeout:
-                    continue
-                srv.sendto(d, addr)
-
-        threading.Thread(target=serve, daemon=True).start()
+        start_udp_echo(fam, port, deadline + 1)
         cli = socket.socket(fam, socket.SOCK_DGRAM)
         cli.connect((peer, port))
         cli.settimeout(0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
 import re
 import signal
@@ -49,6 +50,13 @@ class Netns:
         if p.returncode:
             raise RuntimeError(f"nettools {' '.join(args)}: {p.stderr.strip()[-800:]}")
         return p.stdout
+
+    def tcp_transfer(self, peer: str, port: int, size: int) -> dict:
+        """A TCP transfer through the mirror (tests/nettools.py), checked by SHA-256."""
+        r = json.loads(self.tool("tcp-transfer", "--peer", peer, "--port", str(port),
+                                 "--size", str(size)))
+        assert r["bytes"] == size and r["sha256"] == r["want"] and r["peer"] == peer, r
+        return r
 
     # ---- checks -------------------------------------------------------------------
     def links(self) -> list:

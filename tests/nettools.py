@@ -12,17 +12,14 @@ import threading
 import time
 
 
-def udp_echo(a):
-    """Echo server on 0.0.0.0:PORT; the client sends COUNT datagrams to PEER:PORT. Through
-    the mirror they reach our own server, whose replies are mirrored back to us."""
-    fam = socket.AF_INET6 if ":" in a.peer else socket.AF_INET
-    srv = socket.socket(fam, socket.SOCK_DGRAM)
-    srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", a.port))
+def start_udp_echo(family: int, port: int, until: float) -> socket.socket:
+    """An echo server on the wildcard address, in a daemon thread, until `until`."""
+    srv = socket.socket(family, socket.SOCK_DGRAM)
+    srv.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
     srv.settimeout(0.2)
-    stop = time.time() + a.timeout
 
     def serve():
-        while time.time() < stop:
+        while time.time() < until:
             try:
                 data, addr = srv.recvfrom(65535)
             except socket.timeout:
@@ -30,6 +27,14 @@ def udp_echo(a):
             srv.sendto(data, addr)
 
     threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def udp_echo(a):
+    """Echo server on 0.0.0.0:PORT; the client sends COUNT datagrams to PEER:PORT. Through
+    the mirror they reach our own server, whose replies are mirrored back to us."""
+    fam = socket.AF_INET6 if ":" in a.peer else socket.AF_INET
+    start_udp_echo(fam, a.port, time.time() + a.timeout)
     cli = socket.socket(fam, socket.SOCK_DGRAM)
     cli.connect((a.peer, a.port))
     cli.settimeout(1.0)
