@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the reader mirrors frames itself instead of handing them to "
                         "the workers (default auto: when it keeps up, or on machines with "
                         "fewer than 4 CPUs; never: always through the workers)")
+    p.add_argument("--io", default="auto", choices=("auto", "syscall"),
+                   help="device I/O on Linux (default auto: batches of reads and writes "
+                        "through io_uring where the kernel allows it; syscall: one read(2) "
+                        "or write(2) per frame)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument("--user", help="drop root to this user once the device is open")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
@@ -74,7 +78,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
         replay_loops=a.replay_loops, sink=a.sink, stats_interval=a.stats_interval,
-        stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline)
+        stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline,
+        io=a.io)
 
 
 def _interrupted(signum, _frame):

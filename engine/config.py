@@ -26,6 +26,7 @@ L2_HEADROOM = 14 + 4  # TAP mode: Ethernet header, plus a VLAN tag read only to 
 DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
 START_METHODS = ("spawn", "forkserver", "fork")
 INLINE_MODES = ("auto", "always", "never")
+IO_MODES = ("auto", "syscall")
 
 
 def _round_up(n: int, k: int) -> int:
@@ -60,6 +61,7 @@ class Config:
     pcap: Optional[str] = None      # capture mirrored frames here
     pcap_count: int = 100_000       # ...up to this many
     inline: str = "auto"            # when the reader mirrors frames itself (engine/loops.py)
+    io: str = "auto"                # auto: io_uring batches where available; syscall: never
     # forkserver: children fork from a server that has imported the engine already, so a
     # start or restart takes milliseconds, and their arguments are still pickled as under
     # spawn (Windows' only method), so pickling mistakes show up on Linux too.
@@ -95,6 +97,7 @@ class Config:
         _check(self.pcap_count >= 1, "--pcap-count: at least 1")
         _check(self.inline in INLINE_MODES, f"--inline {self.inline!r}: one of "
                f"{', '.join(INLINE_MODES)}")
+        _check(self.io in IO_MODES, f"--io {self.io!r}: one of {', '.join(IO_MODES)}")
         _check(self.driver == "memory" or not (self.replay or self.sink),
                "--replay and --sink need --driver memory")
         if self.address is not None:

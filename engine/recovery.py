@@ -43,7 +43,10 @@ def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> int:
     sequence number is not in the committed row): count the batch as read; the frames it
     had pushed into the rings are counted downstream, the rest (written inline, dropped or
     never handed on) as worker_restart, so rx = tx + drops holds. Returns the sequence
-    number to continue from."""
+    number to continue from.
+
+    A reader killed after committing a batch it mirrored inline but before writing it
+    (READER_UNSENT): those frames move from inline_frames to worker_restart."""
     seq = m.ctl[shm.READER_SEQ]
     if seq and cnt.c[F["journal"]] != seq:
         pending = m.ctl[shm.READER_PENDING]
@@ -52,6 +55,12 @@ def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> int:
         cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
         cnt.c[F["journal"]] = seq
         cnt.commit()
+    elif m.ctl[shm.READER_UNSENT]:
+        unsent = m.ctl[shm.READER_UNSENT]
+        cnt.c[F["inline_frames"]] -= unsent
+        cnt.c[R_WORKER_RESTART] += unsent
+        cnt.commit()
+    m.ctl[shm.READER_UNSENT] = 0
     return seq
 
 

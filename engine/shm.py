@@ -38,6 +38,8 @@ WRITER_IN, WRITER_OUT, WRITER_BYTES, WRITER_ERR = 12, 13, 14, 15
 # the reader's journal (engine/recovery.py): the batch in hand (a sequence number, its
 # frame count) and the frames handed to the workers before it
 READER_PENDING, READER_PUSHED, READER_SEQ = 16, 17, 18
+# ...and the frames its last batch mirrored inline, counted as sent but not yet written
+READER_UNSENT = 19
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 24
 

@@ -4,8 +4,9 @@
 not persistent and disappears when the last descriptor closes). The descriptor is
 non-blocking; frames are read straight into caller buffers (shared-memory slots) and
 written straight from them, one frame per syscall: a TUN fd is not a socket, so there is
-no recvmmsg. With offload, batching comes from the kernel instead: a single read can
-return a 64 KiB GSO super-packet behind its virtio_net_hdr.
+no recvmmsg. Batches go through io_uring instead (`slot_io`, engine/tun/slots.py): one
+syscall for many reads or writes. With offload, a single read can also return a 64 KiB GSO
+super-packet behind its virtio_net_hdr.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ class LinuxTun:
     io_threads = False
 
     def __init__(self, handle: InheritedFd, name: str, mtu: int, vnet_hdr_len: int,
-                 created: bool, offload_flags: int = 0, mode: str = "tun") -> None:
+                 created: bool, offload_flags: int = 0, mode: str = "tun",
+                 use_uring: bool = True) -> None:
+        self.use_uring = use_uring
         self._handle = handle
         self.name = name
         self.mtu = mtu
@@ -51,7 +54,7 @@ class LinuxTun:
 
     def __reduce__(self):
         return (LinuxTun, (self._handle, self.name, self.mtu, self.vnet_hdr_len,
-                           self.created, self.offload_flags, self.mode))
+                           self.created, self.offload_flags, self.mode, self.use_uring))
 
     def read_batch(self, bufs: Sequence[memoryview], lengths: MutableSequence[int]) -> int:
         readinto = self._readinto
@@ -70,6 +73,13 @@ class LinuxTun:
             except OSError:  # EINVAL (kernel refused the frame), EIO (device down)
                 refused += 1
         return refused
+
+    def slot_io(self, frames):
+        """Batched I/O through io_uring where the kernel allows it (engine/tun/slots.py)."""
+        if not self.use_uring:
+            return None
+        from .slots import try_uring
+        return try_uring(self, frames)
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -129,7 +139,8 @@ def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every 
         os.close(fd)
         raise
     return LinuxTun(InheritedFd(fd), name, mtu, VNET_HDR_LEN if cfg.offload else 0,
-                    created=not existed, offload_flags=offload, mode=mode)
+                    created=not existed, offload_flags=offload, mode=mode,
+                    use_uring=cfg.io != "syscall")
 
 
 def _setiff_error(name: str, err: int) -> str:

@@ -1,0 +1,165 @@
+"""Slot I/O: how the reader and writer move frames between the device and pool slots.
+
+The loops speak in slots (numpy uint32 arrays of pool slot indices) and lengths; a
+`SlotIO` turns that into device calls, once per process (`slot_io(device, frames)`):
+
+- `UringSlotIO` (Linux TUN/TAP): one io_uring_enter per batch (engine/tun/uring.py). Its
+  `exchange` writes the previous batch and reads the next one in the same syscall.
+- the device's own, when it has one (`device.slot_io(frames)`; the in-memory device
+  copies whole batches with numpy);
+- `ViewSlotIO` for every other device: `read_batch`/`write_batch` over slot memoryviews.
+
+Contract:
+- `exchange(wslots, wlens, rslots)` (lists of ints, the reader's currency) writes frame i
+  of `wslots` from its first `wlens[i]` bytes, then reads up to len(rslots) frames into
+  the slots of `rslots`. It returns (refused, got_slots, got_lens, unused): how many
+  writes the device refused, the slots that received a frame with their lengths in frame
+  order, and the slots that did not. It never blocks. A frame as long as its slot may be
+  truncated (the caller drops it as too_big).
+- `write(slots, lens)` (numpy arrays, the writer's currency): returns how many frames the
+  device refused.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger("engine")
+
+
+def slot_io(device, frames: np.ndarray):
+    """The best SlotIO for this device in this process (call it in the process that
+    does the I/O: an io_uring belongs to its process)."""
+    own = getattr(device, "slot_io", None)
+    if own is not None:
+        io = own(frames)
+        if io is not None:
+            return io
+    return ViewSlotIO(device, frames)
+
+
+class ViewSlotIO:
+    """Slot calls over the Device protocol's read_batch/write_batch (one call per frame
+    inside the device)."""
+
+    def __init__(self, device, frames: np.ndarray) -> None:
+        self.dev = device
+        flat = memoryview(frames.reshape(-1))
+        s = frames.shape[1]
+        self.views = [flat[i * s:(i + 1) * s] for i in range(frames.shape[0])]
+        self._lens = [0] * 1024
+
+    def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
+        return self._write_each(slots.tolist(), lens.tolist())
+
+    def exchange(self, wslots: list, wlens: list, rslots: list):
+        return (self._write_each(wslots, wlens), *self._read_each(rslots))
+
+    def _write_each(self, slots: list, lens: list) -> int:
+        if not slots:
+            return 0
+        views = self.views
+        return self.dev.write_batch([views[s] for s in slots], lens)
+
+    def _read_each(self, slots: list):
+        if not slots:
+            return [], [], []
+        views, lens = self.views, self._lens
+        n = self.dev.read_batch([views[s] for s in slots], lens)
+        return slots[:n], lens[:n], slots[n:]
+
+
+class UringSlotIO(ViewSlotIO):
+    """Reads and writes of a batch in one io_uring_enter (engine/tun/uring.py). Steps of
+    at most SMALL requests (a ping, a lone ACK) take plain syscalls instead: for them the
+    numpy set-up of a submission costs more than the syscalls it saves, and a process
+    woken from sleep runs numpy code many times slower than when warm."""
+
+    SMALL = 4
+
+    def __init__(self, device, frames: np.ndarray, entries: int = 256) -> None:
+        from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring
+        super().__init__(device, frames)
+        self.ring = Uring(device.fileno(), entries)
+        self.cap = self.ring.entries
+        self.base = np.uint64(frames.ctypes.data)
+        self.size = frames.shape[1]
+        self.stride = np.uint64(frames.strides[0])
+        self._RD, self._WR = IORING_OP_READ, IORING_OP_WRITE
+        # scratch arrays, reused every call (no allocation per batch beyond numpy temporaries)
+        self._op = np.empty(self.cap, np.uint8)
+        self._addr = np.empty(self.cap, np.uint64)
+        self._len = np.empty(self.cap, np.uint32)
+        self._res = np.empty(self.cap, np.int32)
+
+    def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
+        if len(slots) <= self.SMALL:
+            return self._write_each(slots.tolist(), lens.tolist())
+        refused = 0
+        for at in range(0, len(slots), self.cap):
+            refused += self._submit(slots[at:at + self.cap], lens[at:at + self.cap], None)
+        return refused
+
+    def exchange(self, wslots: list, wlens: list, rslots: list):
+        m, r = len(wslots), len(rslots)
+        if m + r <= self.SMALL:
+            return (self._write_each(wslots, wlens), *self._read_each(rslots))
+        if m + r > self.cap:            # more than one submission holds: write first
+            return (self.write(np.array(wslots, np.uint32), np.array(wlens, np.uint32)),
+                    *self.exchange([], [], rslots)[1:])
+        rs = np.array(rslots, np.uint32)
+        refused = self._submit(np.array(wslots, np.uint32) if m else None,
+                               np.array(wlens, np.uint32) if m else None, rs)
+        got = self._res[m:m + r]
+        ok = got > 0
+        if ok.all():
+            return refused, rslots, got.tolist(), []
+        bad = got[~ok]
+        hard = bad[(bad != -errno.EAGAIN) & (bad != 0)]
+        if len(hard):  # EIO, EBADFD...: the device went away; as read(2) would say
+            err = -int(hard[0])
+            raise OSError(err, f"read from the device: {os.strerror(err)}")
+        return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
+
+    def _submit(self, wslots, wlens, rslots) -> int:
+        """Writes (then reads) in one submission; returns the refused writes; the read
+        results stay in self._res[m:]."""
+        m = 0 if wslots is None else len(wslots)
+        n = m + (0 if rslots is None else len(rslots))
+        op, addr, ln, res = self._op, self._addr, self._len, self._res
+        if m:
+            op[:m] = self._WR
+            addr[:m] = wslots * self.stride + self.base
+            ln[:m] = wlens
+        if n > m:
+            op[m:n] = self._RD
+            addr[m:n] = rslots * self.stride + self.base
+            ln[m:n] = self.size
+        self.ring.submit(op[:n], addr[:n], ln[:n], res[:n])
+        return int(np.count_nonzero(res[:m] < 0)) if m else 0
+
+    def close(self) -> None:
+        self.ring.close()
+
+
+def try_uring(device, frames: np.ndarray):
+    """A UringSlotIO for the device, or None where io_uring is missing or forbidden (old kernel,
+    kernel.io_uring_disabled, seccomp): the caller falls back to one syscall per frame."""
+    try:
+        return UringSlotIO(device, frames)
+    except OSError as e:
+        if not _warned:
+            _warn(e)
+        return None
+
+
+_warned = False
+
+
+def _warn(e: OSError) -> None:
+    global _warned
+    _warned = True
+    log.warning("io_uring unavailable (%s): one read/write syscall per frame", e.strerror)

@@ -1,0 +1,156 @@
+"""engine/tun/uring.py and the io_uring SlotIO, over a pipe and a datagram socketpair (no
+privilege needed; the TUN device itself is covered by the end-to-end tests, which use
+io_uring by default, and by test_e2e's --io syscall run)."""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from engine.tun import slots as slots_mod
+from engine.tun.slots import UringSlotIO, ViewSlotIO, slot_io
+from engine.tun.uring import IORING_OP_READ, IORING_OP_WRITE, Uring
+
+
+@pytest.fixture
+def dgram():
+    """A SOCK_DGRAM socketpair: message boundaries, like a TUN fd (one packet per read)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _addrs(pool: np.ndarray, rows) -> np.ndarray:
+    return (pool.ctypes.data + np.asarray(rows, np.uint64) * pool.strides[0]).astype(np.uint64)
+
+
+def test_reads_in_order_and_eagain_for_the_rest(dgram):
+    a, b = dgram
+    for k in range(3):
+        b.send(bytes([k]) * (10 + k))
+    pool = np.zeros((8, 64), np.uint8)
+    ring = Uring(a.fileno(), 8)
+    out = np.zeros(5, np.int32)
+    ring.submit(IORING_OP_READ, _addrs(pool, range(5)), np.full(5, 64, np.uint32), out)
+    assert out.tolist() == [10, 11, 12, -errno.EAGAIN, -errno.EAGAIN]
+    assert [int(pool[k, 0]) for k in range(3)] == [0, 1, 2]
+    ring.close()
+    ring.close()   # idempotent
+
+
+def test_mixed_writes_then_reads_in_one_submission(dgram):
+    a, b = dgram
+    pool = np.zeros((8, 64), np.uint8)
+    pool[0, :5] = list(b"hello")
+    pool[1, :3] = list(b"abc")
+    ring = Uring(a.fileno(), 4)
+    b.send(b"xyz!")
+    out = np.zeros(3, np.int32)
+    ops = np.array([IORING_OP_WRITE, IORING_OP_WRITE, IORING_OP_READ], np.uint8)
+    ring.submit(ops, _addrs(pool, [0, 1, 2]), np.array([5, 3, 64], np.uint32), out)
+    assert out.tolist() == [5, 3, 4]
+    assert bytes(pool[2, :4]) == b"xyz!"
+    assert b.recv(64) == b"hello" and b.recv(64) == b"abc"
+    # the ring wraps (4 entries) many times without losing a completion
+    for k in range(50):
+        b.send(bytes([k]))
+        ring.submit(IORING_OP_READ, _addrs(pool, [3, 4, 5]), np.full(3, 64, np.uint32), out)
+        assert out[0] == 1 and pool[3, 0] == k and out[1] == -errno.EAGAIN
+    ring.close()
+
+
+class _SocketDevice:
+    """The Device protocol over a datagram socket, enough for the SlotIO classes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def read_batch(self, bufs, lengths):
+        for i, buf in enumerate(bufs):
+            try:
+                lengths[i] = self.sock.recv_into(buf)
+            except BlockingIOError:
+                return i
+        return len(bufs)
+
+    def write_batch(self, bufs, lengths):
+        for buf, n in zip(bufs, lengths):
+            self.sock.send(buf[:n])
+        return 0
+
+
+@pytest.mark.parametrize("kind", [UringSlotIO, ViewSlotIO])
+@pytest.mark.parametrize("n_write,n_read,waiting", [(0, 1, 0), (1, 2, 1), (3, 9, 5),
+                                                    (40, 64, 64), (300, 0, 0), (0, 8, 3)])
+def test_slot_io_exchange(dgram, kind, n_write, n_read, waiting):
+    """Both SlotIO kinds agree: writes leave in order, reads fill slots in frame order,
+    unused slots come back, small and large steps alike (UringSlotIO.SMALL)."""
+    a, b = dgram
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    pool = np.zeros((800, 32), np.uint8)
+    io = kind(_SocketDevice(a), pool)
+    for k in range(waiting):
+        b.send(b"in" + k.to_bytes(2, "big"))
+    wslots = list(range(400, 400 + n_write))
+    for k, s in enumerate(wslots):
+        pool[s, :4] = list(b"ou" + k.to_bytes(2, "big"))
+    rslots = list(range(10, 10 + n_read))
+    refused, got_s, got_l, unused = io.exchange(wslots, [4] * n_write, rslots)
+    assert refused == 0
+    k = min(n_read, waiting)
+    assert got_s == rslots[:k] and got_l == [4] * k and sorted(unused) == rslots[k:]
+    assert [bytes(pool[s, :4]) for s in got_s] == [b"in" + i.to_bytes(2, "big") for i in range(k)]
+    assert [b.recv(8) for _ in range(n_write)] == [b"ou" + i.to_bytes(2, "big")
+                                                   for i in range(n_write)]
+    # the writer's call, numpy arrays
+    pool[400, :4], pool[401, :4] = list(b"ou\x00\x00"), list(b"ou\x00\x01")
+    assert io.write(np.array([400, 401], np.uint32), np.array([4, 2], np.uint32)) == 0
+    assert b.recv(8) == b"ou\x00\x00" and b.recv(8) == b"ou"
+
+
+def test_read_error_other_than_eagain_raises(dgram):
+    a, b = dgram
+    pool = np.zeros((16, 32), np.uint8)
+    io = UringSlotIO(_SocketDevice(a), pool)
+    a.shutdown(socket.SHUT_RDWR)
+    b.close()
+    r, w = os.pipe()   # a write-only end: reading it fails with EBADF, not EAGAIN
+    io.ring.sqes["fd"] = w
+    try:
+        with pytest.raises(OSError):
+            io.exchange([], [], list(range(8)))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_fallback_when_io_uring_is_refused(dgram, monkeypatch, caplog):
+    """Where io_uring is missing or forbidden, the device falls back to one syscall per
+    frame, with a warning (once), instead of failing to start."""
+    from engine.tun import linux
+
+    def refuse(*_a, **_k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(slots_mod, "UringSlotIO", refuse)
+    monkeypatch.setattr(slots_mod, "_warned", False)
+    a, _ = dgram
+    dev = linux.LinuxTun.__new__(linux.LinuxTun)
+    dev.use_uring = True
+    dev._fd = a.fileno()
+    with caplog.at_level("WARNING", logger="engine"):
+        io = slot_io(dev, np.zeros((4, 32), np.uint8))
+    assert type(io) is ViewSlotIO
+    assert "io_uring unavailable" in caplog.text
+    dev.use_uring = False   # --io syscall
+    assert type(slot_io(dev, np.zeros((4, 32), np.uint8))) is ViewSlotIO
