@@ -21,15 +21,17 @@ pytestmark = pytest.mark.privileged
 ADDR = ("--address", "198.18.0.1/24", "--address6", "2001:db8::1/64")
 
 
-@pytest.fixture(scope="module", params=[(1, "auto"), (4, "never"), (4, "always")],
-                ids=["1worker", "4workers-pipeline", "4workers-inline"])
+@pytest.fixture(scope="module", params=[(1, "auto", "auto"), (4, "never", "auto"),
+                                        (4, "always", "auto"), (2, "never", "syscall")],
+                ids=["1worker", "4workers-pipeline", "4workers-inline", "2workers-syscall-io"])
 def mirror(request):
     """`never` sends every frame through reader, workers and writer; `always` lets the
-    reader mirror whenever the pipeline is idle; `auto` is the default in between."""
-    workers, inline = request.param
+    reader mirror whenever the pipeline is idle; `auto` is the default in between.
+    `--io syscall`: one read/write per frame instead of io_uring batches."""
+    workers, inline, io = request.param
     ns = Netns()
     try:
-        eng = Engine(ns, "--workers", str(workers), "--inline", inline, *ADDR)
+        eng = Engine(ns, "--workers", str(workers), "--inline", inline, "--io", io, *ADDR)
         ns.assert_isolated("mir0")
         yield ns, eng
     finally:
@@ -205,3 +207,15 @@ def test_demo_shows_ping_tcp_and_udp_through_four_workers():
     assert per_actor["reader"] > 100 and per_actor["reader"] - sum(workers) <= 2
     assert sum(w > 0 for w in workers) >= 2
     assert "exited with status 0" in out and "removed" in out
+
+
+def test_device_io_path(mirror, request):
+    """With --io auto the reader and the writer each hold an io_uring (one syscall per
+    batch); with --io syscall neither does."""
+    ns, eng = mirror
+    ns.tcp_transfer("198.18.0.9", 8082, 1 << 20)   # the reader has seen a batch by now
+    pids = eng.children()
+    expect = "syscall" not in request.node.callspec.id
+    for pid in (pids[0], pids[-1]):
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert any("io_uring" in x for x in links) == expect, (pid, links)
