@@ -58,6 +58,7 @@ R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
 I_IN_FRAMES, I_IN_BYTES, I_BATCHES = F["in_frames"], F["in_bytes"], F["batches"]
 I_INLINE_FRAMES, I_INLINE_BYTES, I_JOURNAL = F["inline_frames"], F["inline_bytes"], F["journal"]
 I_SLEEPS = F["sleeps"]
+I_OUT_FRAMES, I_OUT_BYTES = F["out_frames"], F["out_bytes"]
 
 
 def _usable_cpus() -> int:
@@ -159,6 +160,7 @@ class _Reader:
         self.out_s, self.out_l = [], []    # mirrored inline, to be written by the next exchange
         self.io = slot_io(self.dev, self.frames)
         self.warm = _Warm()
+        self.slot_size = m.layout.slot_size
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
         self.inline_ok = ctx.inline != "never"
@@ -166,15 +168,16 @@ class _Reader:
             ctx.inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
         self.vo = self.dev.vnet_hdr_len
         self.ip_o = self.vo + ctx.rule.l2_hdr_len   # where the IP header starts
+        self.lone_ok = self.inline_ok and self.ip_o == self.vo and not self.capture
 
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
-        rx, free_ring, stack, views = self.rx, self.free_ring, self.stack, self.views
-        read_batch, batch, io = self.dev.read_batch, ctx.batch, self.io
-        first_len = [0]
+        rx, free_ring, stack = self.rx, self.free_ring, self.stack
+        batch, io = ctx.batch, self.io
+        read_one = io.read_one
         idle_since = blocked_since = 0.0
         spin_s = ctx.spin_s
-        want = 2
+        want = 1    # frames the next step reads; 1 and 2: the lone-frame probe
         while not m.ctl[shm.STOP]:
             if free_ring.available():
                 start, n = free_ring.peek(free_ring.capacity)
@@ -205,15 +208,17 @@ class _Reader:
                     continue
                 room = batch
             if want <= 2 and not self.out_s:
-                # The device was idle: probe with one plain read (a lone packet, a ping or
-                # an ACK, costs no batch set-up), and sleep when nothing is there.
+                # The device was idle: probe with one plain read, and sleep when nothing
+                # is there. A lone frame (a ping, an ACK) is mirrored and written at once
+                # (lone); after two in a row, batches take over.
                 top = stack.pop()
-                if read_batch([views[top]], first_len):
-                    idle_since = 0.0
-                    want = 3   # the next step: write this frame, read up to 2
-                    self.warm.traffic()
-                    self.dispatch([top], first_len[:], True)
+                n = read_one(top)
+                if n:
+                    idle_since, spin_s = 0.0, ctx.spin_s
+                    want += 1
+                    self.lone(top, n)
                     continue
+                want = 1
                 stack.append(top)
                 now = time.perf_counter()
                 idle_since = idle_since or now
@@ -240,12 +245,43 @@ class _Reader:
             idle_since, spin_s = 0.0, ctx.spin_s
             n = len(got_s)
             if not n:
-                want = 2
+                want = 1
                 continue
             self.warm.traffic()
             want = 2 * n + 1
             self.dispatch(got_s, got_l, n < k)
         self.flush()
+        self.cnt.commit()
+
+    def lone(self, slot: int, n: int) -> None:
+        """One frame read while the device was idle: mirror and write it here and now, the
+        shortest path through the engine (the process was likely asleep, and every line
+        run cold costs several times its warm price: docs/benchmarks.md). Anything out of
+        the ordinary (a truncated frame, TAP mode, frames in flight in the pipeline,
+        --inline never, --pcap) takes the general path."""
+        c, ctl = self.cnt.c, self.m.ctl
+        self.warm.traffic()
+        if not self.lone_ok or n >= self.slot_size or self.pushed != self.free_ring._cur[0]:
+            self.dispatch([slot], [n], True)
+            return
+        self.seq = seq = self.seq + 1     # the journal, as in dispatch
+        ctl[shm.READER_PUSHED] = self.pushed
+        ctl[shm.READER_PENDING] = 1
+        ctl[shm.READER_SEQ] = seq
+        c[I_IN_FRAMES] += 1
+        c[I_IN_BYTES] += n
+        c[I_BATCHES] += 1
+        c[HIST_BASE] += 1
+        reason = mirror_frame(self.ctx.rule, self.views[slot], n)
+        if reason:
+            c[DROP_BASE + reason - 1] += 1
+        elif self.io.write_one(slot, n):
+            c[I_INLINE_FRAMES] += 1
+            c[I_INLINE_BYTES] += n
+        else:
+            c[R_WRITE_ERROR] += 1
+        self.stack.append(slot)
+        c[I_JOURNAL] = seq
         self.cnt.commit()
 
     def flush(self) -> None:

@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 
@@ -58,6 +59,13 @@ class ViewSlotIO:
     def exchange(self, wslots: list, wlens: list, rslots: list):
         return (self._write_each(wslots, wlens), *self._read_each(rslots))
 
+    def read_one(self, slot: int) -> int:
+        """One frame into `slot`: its length, 0 when none is waiting (the lone-frame path)."""
+        return self._lens[0] if self.dev.read_batch([self.views[slot]], self._lens) else 0
+
+    def write_one(self, slot: int, n: int) -> bool:
+        return not self.dev.write_batch([self.views[slot]], [n])
+
     def _write_each(self, slots: list, lens: list) -> int:
         if not slots:
             return 0
@@ -84,6 +92,9 @@ class UringSlotIO(ViewSlotIO):
         from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring
         super().__init__(device, frames)
         self.ring = Uring(device.fileno(), entries)
+        self._fd = device.fileno()
+        self._readinto = io.FileIO(self._fd, "rb", closefd=False).readinto
+        self._write = os.write
         self.cap = self.ring.entries
         self.base = np.uint64(frames.ctypes.data)
         self.size = frames.shape[1]
@@ -94,6 +105,16 @@ class UringSlotIO(ViewSlotIO):
         self._addr = np.empty(self.cap, np.uint64)
         self._len = np.empty(self.cap, np.uint32)
         self._res = np.empty(self.cap, np.int32)
+
+    def read_one(self, slot: int) -> int:
+        # FileIO.readinto returns None on EAGAIN: no exception per idle probe
+        return self._readinto(self.views[slot]) or 0
+
+    def write_one(self, slot: int, n: int) -> bool:
+        try:
+            return self._write(self._fd, self.views[slot][:n]) == n
+        except OSError:
+            return False
 
     def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
         if len(slots) <= self.SMALL:
