@@ -493,6 +493,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     recovery.recover_worker(m, i, rx, tx, sleeper, c)
     cnt.commit()
     _warm_up(rule, ctx.workers)
+    yield_cpu = _share_cpus(ctx)
     m.ready[1 + i] = os.getpid()
 
     def has_work():
@@ -506,7 +507,7 @@ def worker_loop(ctx: Context, i: int) -> None:
                 break
             now = time.perf_counter()
             idle_since = idle_since or now
-            if now - idle_since < ctx.spin_s:
+            if _spin(ctx.spin_s, idle_since, now, yield_cpu):
                 continue  # bounded spin: spares the reader a wake-up syscall per batch
             idle_since = 0.0
             c[F["sleeps"]] += 1
@@ -528,17 +529,18 @@ def worker_loop(ctx: Context, i: int) -> None:
                                 zip(slots.tolist(), lens.tolist())], np.uint8)
         else:
             reasons = mirror_batch(rule, frames, slots, lens)
-        c[F["in_frames"]] += n
-        c[F["in_bytes"]] += int(lens.sum())
+        nbytes = int(lens.sum())
+        c[I_IN_FRAMES] += n
+        c[I_IN_BYTES] += nbytes
         cnt.batch(n)
         if reasons.any():
             out = np.where(reasons == FORWARD, lens, 0).astype(np.uint32)
             _count_drops(c, reasons)
-        else:
-            out = lens
-        fwd = int(np.count_nonzero(out))
-        c[F["out_frames"]] += fwd
-        c[F["out_bytes"]] += int(out.sum())
+            fwd, nbytes = int(np.count_nonzero(out)), int(out.sum())
+        else:   # every frame forwarded (the common case): no more numpy calls
+            out, fwd = lens, n
+        c[I_OUT_FRAMES] += fwd
+        c[I_OUT_BYTES] += nbytes
         tx.push(slots, out)   # push before release: a crash in between is undone at restart
         rx.release(n)
         m.worker_busy[i] = 0
@@ -548,6 +550,37 @@ def worker_loop(ctx: Context, i: int) -> None:
     cnt.commit()
     m.worker_done[i] = 1
     os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
+
+
+def _share_cpus(ctx: Context) -> bool:
+    """Scheduling of a worker or writer process; returns whether its bounded idle spin
+    should yield the CPU on every turn (measurements in docs/benchmarks.md).
+
+    With more engine processes than usable CPUs (2 workers on the 2-core test VM: reader,
+    workers and writer are 4), every wake-up of a worker or the writer used to preempt
+    the process that woke it (the reader, mid-batch), so under load the processes took
+    turns a few hundred frames at a time. SCHED_BATCH (no privilege needed) removes
+    wake-up preemption for these processes only: a woken worker waits for a free CPU or
+    the next tick, so the reader finishes its batch and the worker then takes a larger
+    run. Their spin then yields on every turn (sched_yield), so a spinning process gives
+    way at once to any runnable one instead of burning the slice another needs. The
+    reader keeps the default policy, and with a CPU per process nothing changes."""
+    if ctx.layout.actors <= _usable_cpus() or not hasattr(os, "SCHED_BATCH"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:  # a seccomp policy, say: keep the default policy
+        pass
+    return True
+
+
+def _spin(spin_s: float, since: float, now: float, yield_cpu: bool) -> bool:
+    """True while an idle loop should go on polling instead of sleeping."""
+    if now - since >= spin_s:
+        return False
+    if yield_cpu:
+        os.sched_yield()
+    return True
 
 
 def _warm_up(rule: Mirror, workers: int) -> None:
@@ -566,6 +599,7 @@ def _warm_up(rule: Mirror, workers: int) -> None:
 
 # --------------------------------------------------------------------------- writer
 def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
+    own_process = m is None
     if m is None:
         _child_setup()
         m = shm.attach(ctx.prefix, ctx.layout)
@@ -581,6 +615,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     hwm = c[F["ring_hwm"]]
     capture = _open_capture(ctx, m)
     recovery.recover_writer(m, tx, free_ring, cnt)
+    yield_cpu = own_process and _share_cpus(ctx)  # not as a thread of the supervisor
     m.ready[W + 1] = os.getpid()
 
     def has_work():
@@ -601,11 +636,14 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
                 hwm = c[F["ring_hwm"]] = fill
             slots = t.slot[start:start + n]
             lens = t.length[start:start + n]
-            live = lens.nonzero()[0]
-            k = len(live)
+            k = int(np.count_nonzero(lens))   # frames to write; length 0: a dropped frame
             refused = nbytes = 0
             if k:
-                w_slots, w_lens = (slots, lens) if k == n else (slots[live], lens[live])
+                if k == n:
+                    w_slots, w_lens = slots, lens
+                else:
+                    live = lens.nonzero()[0]
+                    w_slots, w_lens = slots[live], lens[live]
                 if capture:
                     capture.frames([views[s] for s in w_slots.tolist()], w_lens.tolist())
                 refused = io.write(w_slots, w_lens)
@@ -635,7 +673,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
             break
         now = time.perf_counter()
         idle_since = idle_since or now
-        if now - idle_since < ctx.spin_s:
+        if _spin(ctx.spin_s, idle_since, now, yield_cpu):
             continue  # bounded spin, as in the workers
         idle_since = 0.0
         c[F["sleeps"]] += 1

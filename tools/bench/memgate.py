@@ -4,7 +4,7 @@ Reads return nothing until the gate file exists, so the benchmark can wait until
 process of the pipeline (reader, workers, writer) is up and idle before the first frame
 enters: process start-up is then outside the measurement, and no frame is dropped
 because a worker was still importing numpy. Once open, the gate costs one attribute
-test per read_batch call; everything else is engine/tun/memory.py unchanged.
+test per read; everything else is engine/tun/memory.py unchanged.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ class GatedMemoryDevice(MemoryDevice):
         return (GatedMemoryDevice, (self.gate, self.source, self.loops, self.sink, self.name,
                                     self.mtu, self.vnet_hdr_len))
 
-    def read_batch(self, bufs, lengths) -> int:
+    def _claim(self, want: int):  # every read (read_batch and slot_io) takes frames here
         if not self._open:
             if not os.path.exists(self.gate):
-                return 0
+                return 0, 0
             self._open = True
-        return super().read_batch(bufs, lengths)
+        return super()._claim(want)
