@@ -50,7 +50,7 @@ class Config:
     address6: Optional[ipaddress.IPv6Interface] = None
     mtu: int = 1500
     offload: bool = True
-    batch_size: int = 64
+    batch_size: int = 256
     pool_mib: int = 0  # 0: the default for the mode (see pool_bytes)
     spin_us: int = 50
     duration: Optional[float] = None

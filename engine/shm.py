@@ -40,6 +40,8 @@ WRITER_IN, WRITER_OUT, WRITER_BYTES, WRITER_ERR = 12, 13, 14, 15
 READER_PENDING, READER_PUSHED, READER_SEQ = 16, 17, 18
 # ...and the frames its last batch mirrored inline, counted as sent but not yet written
 READER_UNSENT = 19
+# 1 while the reader sleeps waiting for room in a full worker ring (workers then wake it)
+READER_ROOM = 20
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 24
 

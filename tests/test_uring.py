@@ -90,7 +90,7 @@ class _SocketDevice:
 
 @pytest.mark.parametrize("kind", [UringSlotIO, ViewSlotIO])
 @pytest.mark.parametrize("n_write,n_read,waiting", [(0, 1, 0), (1, 2, 1), (3, 9, 5),
-                                                    (40, 64, 64), (300, 0, 0), (0, 8, 3)])
+                                                    (40, 64, 64), (300, 0, 0), (0, 8, 3), (10, 20, 7), (0, 200, 150)])
 def test_slot_io_exchange(dgram, kind, n_write, n_read, waiting):
     """Both SlotIO kinds agree: writes leave in order, reads fill slots in frame order,
     unused slots come back, small and large steps alike (UringSlotIO.SMALL)."""
@@ -118,17 +118,18 @@ def test_slot_io_exchange(dgram, kind, n_write, n_read, waiting):
     assert b.recv(8) == b"ou\x00\x00" and b.recv(8) == b"ou"
 
 
-def test_read_error_other_than_eagain_raises(dgram):
+@pytest.mark.parametrize("n", [8, 40])   # SQEs filled in Python, then with numpy
+def test_read_error_other_than_eagain_raises(dgram, n):
     a, b = dgram
-    pool = np.zeros((16, 32), np.uint8)
+    pool = np.zeros((64, 32), np.uint8)
     io = UringSlotIO(_SocketDevice(a), pool)
     a.shutdown(socket.SHUT_RDWR)
     b.close()
     r, w = os.pipe()   # a write-only end: reading it fails with EBADF, not EAGAIN
-    io.ring.sqes["fd"] = w
+    io.ring.sqes["fd"] = io.ring.fd = w
     try:
         with pytest.raises(OSError):
-            io.exchange([], [], list(range(8)))
+            io.exchange([], [], list(range(n)))
     finally:
         os.close(r)
         os.close(w)

@@ -86,7 +86,8 @@ class UringSlotIO(ViewSlotIO):
     numpy set-up of a submission costs more than the syscalls it saves, and a process
     woken from sleep runs numpy code many times slower than when warm."""
 
-    SMALL = 4
+    SMALL = 4    # up to this many requests: plain read(2)/write(2)
+    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.submit_few)
 
     def __init__(self, device, frames: np.ndarray, entries: int = 256) -> None:
         from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring
@@ -99,6 +100,7 @@ class UringSlotIO(ViewSlotIO):
         self.base = np.uint64(frames.ctypes.data)
         self.size = frames.shape[1]
         self.stride = np.uint64(frames.strides[0])
+        self._base, self._stride = int(self.base), int(self.stride)
         self._RD, self._WR = IORING_OP_READ, IORING_OP_WRITE
         # scratch arrays, reused every call (no allocation per batch beyond numpy temporaries)
         self._op = np.empty(self.cap, np.uint8)
@@ -128,6 +130,8 @@ class UringSlotIO(ViewSlotIO):
         m, r = len(wslots), len(rslots)
         if m + r <= self.SMALL:
             return (self._write_each(wslots, wlens), *self._read_each(rslots))
+        if m + r <= self.FEW:
+            return self._exchange_few(wslots, wlens, rslots)
         if m + r > self.cap:            # more than one submission holds: write first
             return (self.write(np.array(wslots, np.uint32), np.array(wlens, np.uint32)),
                     *self.exchange([], [], rslots)[1:])
@@ -144,6 +148,28 @@ class UringSlotIO(ViewSlotIO):
             err = -int(hard[0])
             raise OSError(err, f"read from the device: {os.strerror(err)}")
         return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
+
+    def _exchange_few(self, wslots: list, wlens: list, rslots: list):
+        m, r = len(wslots), len(rslots)
+        base, stride = self._base, self._stride
+        res = self.ring.submit_few(
+            [self._WR] * m + [self._RD] * r,
+            [base + s * stride for s in wslots] + [base + s * stride for s in rslots],
+            list(wlens) + [self.size] * r)
+        refused = sum(1 for x in res[:m] if x < 0)
+        got = res[m:]
+        if min(got, default=1) > 0:
+            return refused, rslots, got, []
+        got_s, got_l, unused = [], [], []
+        for s, x in zip(rslots, got):
+            if x > 0:
+                got_s.append(s)
+                got_l.append(x)
+            elif x in (0, -errno.EAGAIN):
+                unused.append(s)
+            else:  # EIO, EBADFD...: the device went away; as read(2) would say
+                raise OSError(-x, f"read from the device: {os.strerror(-x)}")
+        return refused, got_s, got_l, unused
 
     def _submit(self, wslots, wlens, rslots) -> int:
         """Writes (then reads) in one submission; returns the refused writes; the read

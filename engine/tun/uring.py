@@ -25,6 +25,7 @@ import ctypes
 import errno
 import mmap
 import os
+import struct
 
 import numpy as np
 
@@ -64,6 +65,10 @@ SQE = np.dtype([("opcode", "u1"), ("flags", "u1"), ("ioprio", "<u2"), ("fd", "<i
                 ("splice_fd_in", "<i4"), ("addr3", "<u8"), ("pad", "<u8")])
 CQE = np.dtype([("user_data", "<u8"), ("res", "<i4"), ("flags", "<u4")])
 assert SQE.itemsize == 64 and CQE.itemsize == 16
+# the first 40 bytes of an SQE (opcode ... user_data) and a whole CQE, for submit_few
+_SQE_HEAD = struct.Struct("<BBHiQQIIQ")
+_CQE = struct.Struct("<QiI")
+assert _SQE_HEAD.size == SQE.fields["buf_index"][1] and _CQE.size == CQE.itemsize
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -139,6 +144,7 @@ class Uring:
         self.cq_tail = cq[p.cq_off.tail:p.cq_off.tail + 4].cast("I")
         self.cqes = np.frombuffer(cq_map, CQE, p.cq_entries, p.cq_off.cqes)
         self.sqes = np.frombuffer(sqe_map, SQE, p.sq_entries)
+        self._sqe_mem, self._cq_mem, self._cqes_at = memoryview(sqe_map), cq, p.cq_off.cqes
 
     def submit(self, opcodes, addrs: np.ndarray, lens, out: np.ndarray) -> None:
         n = len(addrs)
@@ -169,11 +175,43 @@ class Uring:
         self._cq_head = head = (head + n) & 0xFFFFFFFF
         self.cq_head[0] = head
 
+    def submit_few(self, ops: list, addrs: list, lens: list) -> list:
+        """`submit` for a few requests, in plain Python: one struct.pack_into per SQE and
+        one unpack_from per CQE cost less than numpy's per-call overhead up to a few dozen
+        requests. Returns the results in request order."""
+        n = len(addrs)
+        if n > self.entries:
+            raise ValueError(f"{n} requests for a ring of {self.entries}")
+        tail, mask, fd, pack, mem = self._tail, self.sq_mask, self.fd, _SQE_HEAD.pack_into, \
+            self._sqe_mem
+        for k in range(n):
+            pack(mem, ((tail + k) & mask) << 6, ops[k], 0, 0, fd, 0, addrs[k], lens[k],
+                 RWF_NOWAIT, k)
+        self._tail = tail + n
+        self.sq_tail[0] = self._tail & 0xFFFFFFFF
+        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
+                        None, 0))
+        head = self._cq_head
+        got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        while got < n:
+            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
+                            IORING_ENTER_GETEVENTS, None, 0))
+            got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        out = [0] * n
+        cmask, at, cq, unpack = self.cq_mask, self._cqes_at, self._cq_mem, _CQE.unpack_from
+        for k in range(n):
+            user_data, res, _ = unpack(cq, at + (((head + k) & cmask) << 4))
+            out[user_data] = res
+        self._cq_head = head = (head + n) & 0xFFFFFFFF
+        self.cq_head[0] = head
+        return out
+
     def close(self) -> None:
         if self.ring_fd >= 0:
             # drop every view first: an mmap with exported buffers cannot close
             self.sq_tail = self.cq_head = self.cq_tail = None
             self.sq_array = self.cqes = self.sqes = None
+            self._sqe_mem = self._cq_mem = None
             for m in self._maps:
                 m.close()
             os.close(self.ring_fd)
