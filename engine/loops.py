@@ -38,7 +38,7 @@ from .capture import Capture
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
-from .tun.slots import slot_io
+from .tun.slots import slot_io, u32
 from .wake import Sleeper, Waker
 
 # Below this many frames the scalar (pure Python) rewrite and hash beat numpy, whose
@@ -161,6 +161,7 @@ class _Reader:
         self.seq = recovery.recover_reader(m, self.rx, self.cnt)
         _warm_up(ctx.rule, self.W)
         self.out_s, self.out_l = [], []    # mirrored inline, to be written by the next exchange
+        self.out_arrays = None             # ...and the same as numpy arrays, when at hand
         self.io = slot_io(self.dev, self.frames)
         self.warm = _Warm()
         self.slot_size = m.layout.slot_size
@@ -244,7 +245,7 @@ class _Reader:
             rs = stack[len(stack) - k:]
             del stack[len(stack) - k:]
             out_s = self.out_s
-            refused, got_s, got_l, unused = io.exchange(out_s, self.out_l, rs)
+            refused, got_s, got_l, unused = io.exchange(out_s, self.out_l, rs, self.out_arrays)
             if out_s:
                 self.sent(refused)
             stack.extend(unused)
@@ -305,6 +306,7 @@ class _Reader:
         self.m.ctl[shm.READER_UNSENT] = 0
         self.stack.extend(self.out_s)
         self.out_s = self.out_l = []
+        self.out_arrays = None
         if refused:
             c = self.cnt.c
             c[I_INLINE_FRAMES] -= refused
@@ -416,12 +418,14 @@ class _Reader:
                 else:
                     keep.append(k)
         else:
-            reasons = mirror_batch(rule, self.frames, np.array(slots, np.uint32),
-                                   np.array(lens, np.uint32))
+            arrays = u32(slots), u32(lens)
+            reasons = mirror_batch(rule, self.frames, *arrays)
             keep = None
             if reasons.any():
                 _count_drops(c, reasons)
                 keep = np.flatnonzero(reasons == FORWARD).tolist()
+            else:   # the exchange that writes them takes the arrays as they are
+                self.out_arrays = arrays
         if keep is not None and len(keep) < len(slots):  # dropped frames' slots are free
             gone = set(range(len(slots))) - set(keep)
             self.stack.extend(slots[k] for k in gone)

@@ -133,9 +133,9 @@ class MemorySlotIO(ViewSlotIO):
         self.mat = mat.view(f"V{w}")[:, 0]
         self._dst = frames[:, :w].view(f"V{w}")[:, 0]
 
-    def exchange(self, wslots: list, wlens: list, rslots: list):
-        refused = self.write(np.array(wslots, np.uint32), np.array(wlens, np.uint32)) \
-            if wslots else 0
+    def exchange(self, wslots: list, wlens: list, rslots: list, warrays=None):
+        refused = self.write(*(warrays or (np.array(wslots, np.uint32),
+                                           np.array(wlens, np.uint32)))) if wslots else 0
         if not rslots:
             return refused, [], [], []
         start, n = self.dev._claim(len(rslots))

@@ -10,9 +10,10 @@ The loops speak in slots (numpy uint32 arrays of pool slot indices) and lengths;
 - `ViewSlotIO` for every other device: `read_batch`/`write_batch` over slot memoryviews.
 
 Contract:
-- `exchange(wslots, wlens, rslots)` (lists of ints, the reader's currency) writes frame i
-  of `wslots` from its first `wlens[i]` bytes, then reads up to len(rslots) frames into
-  the slots of `rslots`. It returns (refused, got_slots, got_lens, unused): how many
+- `exchange(wslots, wlens, rslots, warrays=None)` (lists of ints, the reader's currency;
+  `warrays` the write lists as numpy arrays when the caller has them) writes frame i of
+  `wslots` from its first `wlens[i]` bytes, then reads up to len(rslots) frames into the
+  slots of `rslots`. It returns (refused, got_slots, got_lens, unused): how many
   writes the device refused, the slots that received a frame with their lengths in frame
   order, and the slots that did not. It never blocks. A frame as long as its slot may be
   truncated (the caller drops it as too_big).
@@ -21,6 +22,7 @@ Contract:
 """
 from __future__ import annotations
 
+import array
 import errno
 import io
 import logging
@@ -29,6 +31,12 @@ import os
 import numpy as np
 
 log = logging.getLogger("engine")
+
+
+def u32(values: list) -> np.ndarray:
+    """A list of ints as a uint32 array: through array.array, about 3x faster than
+    np.array(list) for batch-sized lists (measured on the test VM)."""
+    return np.frombuffer(array.array("I", values), np.uint32)
 
 
 def slot_io(device, frames: np.ndarray):
@@ -56,7 +64,7 @@ class ViewSlotIO:
     def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
         return self._write_each(slots.tolist(), lens.tolist())
 
-    def exchange(self, wslots: list, wlens: list, rslots: list):
+    def exchange(self, wslots: list, wlens: list, rslots: list, warrays=None):
         return (self._write_each(wslots, wlens), *self._read_each(rslots))
 
     def read_one(self, slot: int) -> int:
@@ -89,7 +97,7 @@ class UringSlotIO(ViewSlotIO):
     SMALL = 4    # up to this many requests: plain read(2)/write(2)
     FEW = 32     # up to this many: SQEs filled in plain Python (Uring.submit_few)
 
-    def __init__(self, device, frames: np.ndarray, entries: int = 256) -> None:
+    def __init__(self, device, frames: np.ndarray, entries: int = 2048) -> None:
         from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring
         super().__init__(device, frames)
         self.ring = Uring(device.fileno(), entries)
@@ -126,18 +134,20 @@ class UringSlotIO(ViewSlotIO):
             refused += self._submit(slots[at:at + self.cap], lens[at:at + self.cap], None)
         return refused
 
-    def exchange(self, wslots: list, wlens: list, rslots: list):
+    def exchange(self, wslots: list, wlens: list, rslots: list, warrays=None):
         m, r = len(wslots), len(rslots)
         if m + r <= self.SMALL:
             return (self._write_each(wslots, wlens), *self._read_each(rslots))
         if m + r <= self.FEW:
             return self._exchange_few(wslots, wlens, rslots)
+        if m:
+            ws, wl = warrays or (u32(wslots), u32(wlens))
+        else:
+            ws = wl = None
         if m + r > self.cap:            # more than one submission holds: write first
-            return (self.write(np.array(wslots, np.uint32), np.array(wlens, np.uint32)),
-                    *self.exchange([], [], rslots)[1:])
-        rs = np.array(rslots, np.uint32)
-        refused = self._submit(np.array(wslots, np.uint32) if m else None,
-                               np.array(wlens, np.uint32) if m else None, rs)
+            return self.write(ws, wl), *self.exchange([], [], rslots)[1:]
+        rs = u32(rslots)
+        refused = self._submit(ws, wl, rs)
         got = self._res[m:m + r]
         ok = got > 0
         if ok.all():

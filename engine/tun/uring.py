@@ -112,10 +112,14 @@ class Uring:
         self.sq_mask = p.sq_entries - 1
         self.cq_mask = p.cq_entries - 1
         # Constant fields of every SQE, set once: the descriptor, offset 0 (a TUN fd is a
-        # stream), and RWF_NOWAIT: a read with nothing queued completes with -EAGAIN at
+        # stream), RWF_NOWAIT: a read with nothing queued completes with -EAGAIN at
         # once, instead of waiting for a packet (the default for a pollable file).
         self.sqes["fd"] = fd
         self.sqes["rw_flags"] = RWF_NOWAIT
+        # user_data = the SQE's own index: a completion names its request without a
+        # per-batch fill (the result of request k of a submission starting at SQE i is
+        # at (user_data - i) & mask)
+        self.sqes["user_data"] = np.arange(p.sq_entries, dtype=np.uint64)
         # Identity SQ array: queue entry i is SQE i, so SQE slots follow the tail.
         self.sq_array[:] = np.arange(p.sq_entries, dtype=np.uint32)
         self._tail = int(self.sq_tail[0])
@@ -157,7 +161,6 @@ class Uring:
         s["opcode"][rows] = opcodes
         s["addr"][rows] = addrs
         s["len"][rows] = lens
-        s["user_data"][rows] = self._index[:n]
         self._tail = tail + n
         self.sq_tail[0] = self._tail & 0xFFFFFFFF     # publish (x86 TSO: SQEs before tail)
         _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
@@ -171,7 +174,7 @@ class Uring:
         j = head & self.cq_mask
         c = self.cqes[j:j + n] if j + n <= len(self.cqes) else \
             self.cqes[(np.arange(n) + j) & self.cq_mask]
-        out[c["user_data"].astype(np.intp)] = c["res"]
+        out[(c["user_data"].astype(np.intp) - i) & mask] = c["res"]   # user_data: SQE index
         self._cq_head = head = (head + n) & 0xFFFFFFFF
         self.cq_head[0] = head
 
@@ -185,8 +188,8 @@ class Uring:
         tail, mask, fd, pack, mem = self._tail, self.sq_mask, self.fd, _SQE_HEAD.pack_into, \
             self._sqe_mem
         for k in range(n):
-            pack(mem, ((tail + k) & mask) << 6, ops[k], 0, 0, fd, 0, addrs[k], lens[k],
-                 RWF_NOWAIT, k)
+            i = (tail + k) & mask
+            pack(mem, i << 6, ops[k], 0, 0, fd, 0, addrs[k], lens[k], RWF_NOWAIT, i)
         self._tail = tail + n
         self.sq_tail[0] = self._tail & 0xFFFFFFFF
         _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
@@ -201,7 +204,7 @@ class Uring:
         cmask, at, cq, unpack = self.cq_mask, self._cqes_at, self._cq_mem, _CQE.unpack_from
         for k in range(n):
             user_data, res, _ = unpack(cq, at + (((head + k) & cmask) << 4))
-            out[user_data] = res
+            out[(user_data - tail) & mask] = res
         self._cq_head = head = (head + n) & 0xFFFFFFFF
         self.cq_head[0] = head
         return out
