@@ -47,7 +47,7 @@ bench: $(PY) $(if $(CMIRROR_SRC),build/cmirror)
 
 bench-pipeline: $(PY)
 	mkdir -p build
-	$(PY) tools/bench/pipeline_bench.py --json build/bench-pipeline.json \
+	$(PY) tools/bench/pipeline_bench.py --frames 3000000 --repeat 2 --json build/bench-pipeline.json \
 	  --markdown build/bench-pipeline.md --svg build/bench-pipeline.svg
 
 soak: $(PY)
