@@ -1,7 +1,7 @@
 """Slot I/O: how the reader and writer move frames between the device and pool slots.
 
-The loops speak in slots (numpy uint32 arrays of pool slot indices) and lengths; a
-`SlotIO` turns that into device calls, once per process (`slot_io(device, frames)`):
+The loops speak in pool slot indices and frame lengths; a `SlotIO` turns that into device
+calls, one per process (`slot_io(device, frames)`):
 
 - `UringSlotIO` (Linux TUN/TAP): one io_uring_enter per batch (engine/tun/uring.py). Its
   `exchange` writes the previous batch and reads the next one in the same syscall.
@@ -19,6 +19,8 @@ Contract:
   truncated (the caller drops it as too_big).
 - `write(slots, lens)` (numpy arrays, the writer's currency): returns how many frames the
   device refused.
+- `read_one(slot)` -> length or 0, `write_one(slot, n)` -> True when written: the lone-frame
+  path (engine/loops.py, `_Reader.lone`), one plain syscall each.
 """
 from __future__ import annotations
 
@@ -44,9 +46,9 @@ def slot_io(device, frames: np.ndarray):
     does the I/O: an io_uring belongs to its process)."""
     own = getattr(device, "slot_io", None)
     if own is not None:
-        io = own(frames)
-        if io is not None:
-            return io
+        sio = own(frames)
+        if sio is not None:
+            return sio
     return ViewSlotIO(device, frames)
 
 
