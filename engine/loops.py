@@ -270,19 +270,12 @@ class _Reader:
         run cold costs several times its warm price: docs/benchmarks.md). Anything out of
         the ordinary (a truncated frame, TAP mode, frames in flight in the pipeline,
         --inline never, --pcap) takes the general path."""
-        c, ctl = self.cnt.c, self.m.ctl
         self.warm.traffic()
         if not self.lone_ok or n >= self.slot_size or self.pushed != self.free_ring._cur[0]:
             self.dispatch([slot], [n], True)
             return
-        self.seq = seq = self.seq + 1     # the journal, as in dispatch
-        ctl[shm.READER_PUSHED] = self.pushed
-        ctl[shm.READER_PENDING] = 1
-        ctl[shm.READER_SEQ] = seq
-        c[I_IN_FRAMES] += 1
-        c[I_IN_BYTES] += n
-        c[I_BATCHES] += 1
-        c[HIST_BASE] += 1
+        c = self.cnt.c
+        seq = self.journal(1, n)
         reason = mirror_frame(self.ctx.rule, self.views[slot], n)
         if reason:
             c[DROP_BASE + reason - 1] += 1
@@ -314,26 +307,30 @@ class _Reader:
             self.cnt.commit()
 
     def dispatch(self, slots: list, lens: list, drained: bool, nbytes: int = -1) -> None:
-        c, n, ctl = self.cnt.c, len(slots), self.m.ctl
-        # Journal (recovery.recover_reader): the batch in hand, then one commit that
-        # carries the batch's sequence number with its counts.
+        seq = self.journal(len(slots), sum(lens) if nbytes < 0 else nbytes)
+        self._dispatch(slots, lens, drained)
+        # frames mirrored inline are counted as sent; the next exchange writes them
+        self.m.ctl[shm.READER_UNSENT] = len(self.out_s)
+        self.cnt.c[I_JOURNAL] = seq
+        self.cnt.commit()
+
+    def journal(self, n: int, nbytes: int) -> int:
+        """Journal (recovery.recover_reader) a batch of n frames in hand and count it as
+        read; the caller commits the counts with the returned sequence number."""
+        c, ctl = self.cnt.c, self.m.ctl
         self.seq = seq = self.seq + 1
         ctl[shm.READER_PUSHED] = self.pushed
         ctl[shm.READER_PENDING] = n
         ctl[shm.READER_SEQ] = seq
         c[I_IN_FRAMES] += n
-        c[I_IN_BYTES] += sum(lens) if nbytes < 0 else nbytes
+        c[I_IN_BYTES] += nbytes
         c[I_BATCHES] += 1
         c[HIST_BASE + min(n.bit_length() - 1, 6)] += 1
-        self._dispatch(slots, lens, drained)
-        # frames mirrored inline are counted as sent; the next exchange writes them
-        ctl[shm.READER_UNSENT] = len(self.out_s)
-        c[I_JOURNAL] = seq
-        self.cnt.commit()
+        return seq
 
     def _dispatch(self, slots: list, lens: list, drained: bool) -> None:
         c, n = self.cnt.c, len(slots)
-        size = self.m.layout.slot_size
+        size = self.slot_size
         if max(lens) >= size:  # the read filled a slot: a truncated frame
             keep = [k for k, ln in enumerate(lens) if ln < size]
             c[R_TOO_BIG] += n - len(keep)

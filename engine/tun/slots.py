@@ -156,9 +156,8 @@ class UringSlotIO(ViewSlotIO):
             return refused, rslots, got.tolist(), []
         bad = got[~ok]
         hard = bad[(bad != -errno.EAGAIN) & (bad != 0)]
-        if len(hard):  # EIO, EBADFD...: the device went away; as read(2) would say
-            err = -int(hard[0])
-            raise OSError(err, f"read from the device: {os.strerror(err)}")
+        if len(hard):
+            _read_failed(int(hard[0]))
         return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
 
     def _exchange_few(self, wslots: list, wlens: list, rslots: list):
@@ -179,8 +178,8 @@ class UringSlotIO(ViewSlotIO):
                 got_l.append(x)
             elif x in (0, -errno.EAGAIN):
                 unused.append(s)
-            else:  # EIO, EBADFD...: the device went away; as read(2) would say
-                raise OSError(-x, f"read from the device: {os.strerror(-x)}")
+            else:
+                _read_failed(x)
         return refused, got_s, got_l, unused
 
     def _submit(self, wslots, wlens, rslots) -> int:
@@ -202,6 +201,12 @@ class UringSlotIO(ViewSlotIO):
 
     def close(self) -> None:
         self.ring.close()
+
+
+def _read_failed(res: int) -> None:
+    """A read completed with -errno other than EAGAIN (EIO, EBADFD: the device went away):
+    raise it, as read(2) would have."""
+    raise OSError(-res, f"read from the device: {os.strerror(-res)}")
 
 
 def try_uring(device, frames: np.ndarray):

@@ -161,22 +161,12 @@ class Uring:
         s["opcode"][rows] = opcodes
         s["addr"][rows] = addrs
         s["len"][rows] = lens
-        self._tail = tail + n
-        self.sq_tail[0] = self._tail & 0xFFFFFFFF     # publish (x86 TSO: SQEs before tail)
-        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
-                        None, 0))
-        head = self._cq_head
-        got = (self.cq_tail[0] - head) & 0xFFFFFFFF
-        while got < n:  # a request went to a kernel worker thread: wait for it
-            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
-                            IORING_ENTER_GETEVENTS, None, 0))
-            got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        head = self._enter(n)
         j = head & self.cq_mask
         c = self.cqes[j:j + n] if j + n <= len(self.cqes) else \
             self.cqes[(np.arange(n) + j) & self.cq_mask]
         out[(c["user_data"].astype(np.intp) - i) & mask] = c["res"]   # user_data: SQE index
-        self._cq_head = head = (head + n) & 0xFFFFFFFF
-        self.cq_head[0] = head
+        self._consumed(n)
 
     def submit_few(self, ops: list, addrs: list, lens: list) -> list:
         """`submit` for a few requests, in plain Python: one struct.pack_into per SQE and
@@ -190,24 +180,33 @@ class Uring:
         for k in range(n):
             i = (tail + k) & mask
             pack(mem, i << 6, ops[k], 0, 0, fd, 0, addrs[k], lens[k], RWF_NOWAIT, i)
-        self._tail = tail + n
-        self.sq_tail[0] = self._tail & 0xFFFFFFFF
-        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
-                        None, 0))
-        head = self._cq_head
-        got = (self.cq_tail[0] - head) & 0xFFFFFFFF
-        while got < n:
-            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
-                            IORING_ENTER_GETEVENTS, None, 0))
-            got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        head = self._enter(n)
         out = [0] * n
         cmask, at, cq, unpack = self.cq_mask, self._cqes_at, self._cq_mem, _CQE.unpack_from
         for k in range(n):
             user_data, res, _ = unpack(cq, at + (((head + k) & cmask) << 4))
             out[(user_data - tail) & mask] = res
-        self._cq_head = head = (head + n) & 0xFFFFFFFF
-        self.cq_head[0] = head
+        self._consumed(n)
         return out
+
+    def _enter(self, n: int) -> int:
+        """Publish the n SQEs just filled, submit them, wait until all n have completed;
+        returns the CQ head where their completions start."""
+        self._tail += n
+        self.sq_tail[0] = self._tail & 0xFFFFFFFF     # publish (x86 TSO: SQEs before tail)
+        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
+                        None, 0))
+        head = self._cq_head
+        got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        while got < n:  # a request went to a kernel worker thread: wait for it
+            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
+                            IORING_ENTER_GETEVENTS, None, 0))
+            got = (self.cq_tail[0] - head) & 0xFFFFFFFF
+        return head
+
+    def _consumed(self, n: int) -> None:
+        self._cq_head = head = (self._cq_head + n) & 0xFFFFFFFF
+        self.cq_head[0] = head
 
     def close(self) -> None:
         if self.ring_fd >= 0:
