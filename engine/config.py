@@ -15,6 +15,8 @@ from typing import Optional
 
 from .errors import ConfigError
 
+MAX_BATCH = 1024  # frames per batch at most; also what one reader step reads at most
+
 DEFAULT_DEVICE = "mirror0"
 DEFAULT_ADDRESS = "10.3.0.1/24"  # the article's network
 IFNAMSIZ = 16  # linux/if.h: names are at most 15 bytes plus NUL
@@ -86,7 +88,8 @@ class Config:
         _check(68 <= self.mtu <= MAX_IP_PACKET, f"--mtu {self.mtu}: between 68 and 65535")
         _check(self.address6 is None or self.mtu >= 1280,
                f"--mtu {self.mtu}: IPv6 needs at least 1280")
-        _check(1 <= self.batch_size <= 1024, f"--batch {self.batch_size}: between 1 and 1024")
+        _check(1 <= self.batch_size <= MAX_BATCH,
+               f"--batch {self.batch_size}: between 1 and {MAX_BATCH}")
         _check(0 <= self.pool_mib <= 4096, f"--pool-mib {self.pool_mib}: between 0 and 4096")
         _check(0 <= self.spin_us <= 10_000, f"--spin-us {self.spin_us}: between 0 and 10000")
         _check(self.duration is None or self.duration > 0, "--duration: a positive number of seconds")

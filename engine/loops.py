@@ -35,6 +35,7 @@ import numpy as np
 
 from . import l2, recovery, shard, shm
 from .capture import Capture
+from .config import MAX_BATCH
 from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
@@ -59,7 +60,7 @@ R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
 I_IN_FRAMES, I_IN_BYTES, I_BATCHES = F["in_frames"], F["in_bytes"], F["batches"]
 I_INLINE_FRAMES, I_INLINE_BYTES, I_JOURNAL = F["inline_frames"], F["inline_bytes"], F["journal"]
 I_SLEEPS = F["sleeps"]
-I_OUT_FRAMES, I_OUT_BYTES = F["out_frames"], F["out_bytes"]
+I_OUT_FRAMES, I_OUT_BYTES, I_RING_HWM = F["out_frames"], F["out_bytes"], F["ring_hwm"]
 
 
 def _usable_cpus() -> int:
@@ -170,6 +171,12 @@ class _Reader:
         self.inline_ok = ctx.inline != "never"
         self.inline_backlog = ctx.inline == "always" or (
             ctx.inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
+        # Frames one step reads at most. Split by flow hash, a batch leaves each of W
+        # workers about 1/W of it, and a worker's rewrite costs a fixed numpy overhead per
+        # run: so when the workers take the backlog, read a batch per worker and each still
+        # gets a full vector (--batch is the vector size a worker runs; with a fixed read
+        # size 4 workers on 2 CPUs ran 43 % slower than 1: docs/benchmarks.md).
+        self.read_max = ctx.batch if self.inline_backlog else min(ctx.batch * self.W, MAX_BATCH)
         self.vo = self.dev.vnet_hdr_len
         self.ip_o = self.vo + ctx.rule.l2_hdr_len   # where the IP header starts
         self.lone_ok = self.inline_ok and self.ip_o == self.vo and not self.capture
@@ -177,7 +184,7 @@ class _Reader:
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
         rx, free_ring, stack = self.rx, self.free_ring, self.stack
-        batch, io = ctx.batch, self.io
+        batch, io = self.read_max, self.io
         read_one = io.read_one
         stopping = lambda: _stopping(m)  # noqa: E731 - made once, not per sleep
         idle_since = blocked_since = 0.0
@@ -435,27 +442,32 @@ class _Reader:
             self.out_s, self.out_l = slots, lens
 
     def push(self, slots: np.ndarray, lens: np.ndarray, dest) -> None:
-        """Hand frames to their workers: one publish and at most one wake-up per ring."""
+        """Hand frames to their workers: one publish and at most one wake-up per ring.
+        The batch is split by worker with one stable sort, so the cost per batch does not
+        grow with the worker count (a mask per worker did: see docs/benchmarks.md)."""
         c = self.cnt.c
-        for i, ring in enumerate(self.rx):
-            if dest is None:
-                s_i, l_i = slots, lens
-            else:
-                sel = dest == i
-                if not sel.any():
-                    continue
-                s_i, l_i = slots[sel], lens[sel]
-            pushed = ring.push(s_i, l_i)
+        if dest is None:
+            runs = ((0, 0, len(slots)),)
+        else:
+            order = np.argsort(dest, kind="stable")     # stable: a flow keeps its order
+            slots, lens = slots[order], lens[order]
+            ends = np.cumsum(np.bincount(dest, minlength=self.W)).tolist()
+            runs = [(i, a, b) for i, (a, b) in enumerate(zip([0] + ends[:-1], ends)) if b > a]
+        refused_bytes = 0
+        for i, start, end in runs:
+            ring = self.rx[i]
+            pushed = ring.push(slots[start:end], lens[start:end])
             self.pushed += pushed
-            if pushed < len(s_i):
-                c[R_RING_FULL] += len(s_i) - pushed
-                self.stack.extend(s_i[pushed:].tolist())
-            c[F["out_frames"]] += pushed
-            c[F["out_bytes"]] += int(l_i[:pushed].sum())
+            if start + pushed < end:
+                c[R_RING_FULL] += end - start - pushed
+                self.stack.extend(slots[start + pushed:end].tolist())
+                refused_bytes += int(lens[start + pushed:end].sum())
+            c[I_OUT_FRAMES] += pushed
             fill = ring.fill()
-            if fill > c[F["ring_hwm"]]:
-                c[F["ring_hwm"]] = fill
+            if fill > c[I_RING_HWM]:
+                c[I_RING_HWM] = fill
             self.wake[i].poke()
+        c[I_OUT_BYTES] += int(lens.sum()) - refused_bytes
 
 
 class _Warm:
