@@ -267,10 +267,15 @@ class _Reader:
                 continue
             self.warm.traffic()
             nbytes = sum(got_l)
-            # twice the last read plus one, but with big frames (offload super-packets) no
-            # more than CACHE_BYTES in flight: a batch of 64 KiB frames read into 64
-            # different slots would leave the CPU cache before the write copies them out
-            want = min(2 * n + 1, max(2, CACHE_BYTES * n // nbytes))
+            # Twice the last read plus one. When the reader writes the backlog itself, big
+            # frames (offload super-packets) no more than CACHE_BYTES in flight: a batch of
+            # 64 KiB frames read into 64 different slots would leave the CPU cache before
+            # the write copies them out. Not when the workers take it: they need full
+            # runs (1500-byte frames capped at 170 a step split into runs of 42 at 4
+            # workers, and 1 -> 4 workers lost 61 % on the pipeline benchmark).
+            want = 2 * n + 1
+            if self.inline_backlog:
+                want = min(want, max(2, CACHE_BYTES * n // nbytes))
             self.dispatch(got_s, got_l, n < k, nbytes)
         self.flush()
         self.cnt.commit()
@@ -287,8 +292,6 @@ class _Reader:
             return
         c, view = self.cnt.c, self.views[slot]
         seq = self.journal(1, n)
-        self.rehearsal[:n] = view[:n]
-        self.rehearsal_n = n
         reason = mirror_frame(self.ctx.rule, view, n)
         if reason:
             c[DROP_BASE + reason - 1] += 1
@@ -297,15 +300,18 @@ class _Reader:
             c[I_INLINE_BYTES] += n
         else:
             c[R_WRITE_ERROR] += 1
+        self.rehearsal[:n] = view[:n]   # after the write: off the frame's path
+        self.rehearsal_n = n
         self.stack.append(slot)
         c[I_JOURNAL] = seq
         self.cnt.commit()
 
     def rehearse(self) -> None:
-        """Run the lone path's steps with no effect: its rewrite on a scratch copy of the
-        last lone frame, reads of the shared pages it touches and a commit of unchanged
-        counts. Its code and data (and their TLB entries, dear in a VM) are then warm
-        when the next lone frame comes: see _Warm."""
+        """Run the lone path's steps with no effect: its rule on a scratch copy of the last
+        lone frame (as written: reflected, so the rule checks it all and then refuses it
+        as not_mirrored), reads of the shared pages the path touches, and a commit of
+        unchanged counts. Its code and data (and their TLB entries, dear in a VM) are then
+        warm when the next lone frame comes: see _Warm."""
         n = self.rehearsal_n
         if not n:
             return

@@ -69,21 +69,33 @@ def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int
               workers: int) -> np.ndarray:
     """Worker index for every frame in `frames[slots]` (IP header at offset `o`)."""
     n = len(slots)
-    if workers == 1:
+    if workers == 1 or not n:
         return np.zeros(n, np.intp)
+    if int(lengths.min()) >= o + 24:
+        # IPv4 without options, the common case, from a 24-byte gather: the header and
+        # the ports, one memcpy per frame (each row seen as one void item)
+        h = frames[:, o:o + 24].view("V24")[:, 0][slots].view(np.uint8).reshape(n, 24)
+        if (h[:, 0] == 0x45).all():
+            w = h.view("<u4")                      # (n, 6) little-endian words
+            proto = h[:, 9]
+            k = w[:, 3] ^ w[:, 4]
+            k ^= proto
+            tcp = proto == PROTO_TCP
+            if tcp.any():
+                tcp &= (h[:, 6:8].view("<u2")[:, 0] & 0xFF3F) == 0   # not a fragment
+                k ^= w[:, 5] if tcp.all() else np.where(tcp, w[:, 5], 0)
+            return _spread(k, workers)
     h = frames[slots, o:o + GATHER]            # (n, 64) contiguous
     L = lengths.astype(np.int64) - o
-    w = h[:, :44].view("<u4")                  # (n, 11) little-endian words
-    if (h[:, 0] == 0x45).all() and (L >= 24).all():   # IPv4 without options: short path
-        tcp = (h[:, 9] == PROTO_TCP) & ((h[:, 6:8].view("<u2")[:, 0] & 0xFF3F) == 0)
-        k = w[:, 3] ^ w[:, 4] ^ h[:, 9] ^ np.where(tcp, w[:, 5], 0)
-    else:
-        k = _keys(h, w, L)
-    k = k.astype(np.uint64)
-    k ^= k >> np.uint64(16)
-    hsh = (k * np.uint64(_M1)) & np.uint64(_MASK32)   # as _finish, for the whole batch
-    hsh ^= hsh >> np.uint64(16)
-    return ((hsh * np.uint64(workers)) >> np.uint64(32)).astype(np.intp)
+    return _spread(_keys(h, h[:, :44].view("<u4"), L).astype(np.uint32), workers)
+
+
+def _spread(k: np.ndarray, workers: int) -> np.ndarray:
+    """`_finish` for a whole batch of uint32 keys (uint32 products wrap mod 2**32)."""
+    k ^= k >> 16
+    k *= np.uint32(_M1)
+    k ^= k >> 16
+    return (k.astype(np.intp) * workers) >> 32
 
 
 def _keys(h: np.ndarray, w: np.ndarray, L: np.ndarray) -> np.ndarray:

@@ -4,10 +4,10 @@ import ipaddress
 
 import numpy as np
 
-from engine import pcap, shm
+from engine import loops, pcap, shm
 from engine.loops import Context, _Reader
-from engine.rewrite import Mirror
-from engine.stats import F
+from engine.rewrite import Mirror, mirror_frame
+from engine.stats import DROP_REASONS, F
 from engine.tun.memory import MemoryDevice
 from engine.wake import new_eventfd
 
@@ -40,17 +40,27 @@ def test_lone_frame_is_mirrored_written_and_counted(tmp_path):
     assert (row[F["in_frames"]], row[F["inline_frames"]]) == (1, 1)
 
 
-def test_rehearsal_runs_the_rewrite_on_a_copy_and_changes_nothing_else(tmp_path):
+def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, monkeypatch):
     r, m, dev, sink = _reader(tmp_path, [PING])
+    seen = []
+
+    def spy(rule, buf, n):
+        reason = mirror_frame(rule, buf, n)
+        seen.append((bytes(buf[:n]), DROP_REASONS[reason - 1] if reason else "forward"))
+        return reason
+
+    monkeypatch.setattr(loops, "mirror_frame", spy)
     r.rehearse()   # nothing seen yet: nothing to rehearse, and no error
+    assert seen == []
     slot = r.stack.pop()
     r.lone(slot, r.io.read_one(slot))
+    assert seen == [(swapped4(PING), "forward")]
     counters, ctl, pool = m.counters.copy(), np.array(m.ctl).copy(), m.frames.copy()
     stack = list(r.stack)
     for _ in range(3):
         r.rehearse()
-        # the scratch copy was rewritten, so the rehearsal did run the mirror
-        assert bytes(r.scratch[:len(PING)]) == swapped4(PING)
+    # the rule ran on a copy of the frame as written, and refused it (it is a reply)
+    assert seen[1:] == [(swapped4(PING), "not_mirrored")] * 3
     dev.close()
     assert (m.counters == counters).all()
     assert (np.array(m.ctl) == ctl).all()
