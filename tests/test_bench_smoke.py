@@ -62,4 +62,15 @@ def test_netns_bench_quick(tmp_path):
     labels = set(eng["pids"].values())
     assert {"supervisor", "reader", "worker0", "writer"} <= labels, labels
     assert (tmp_path / "bench.svg").read_text().startswith("<svg")
-    assert "| engine-w1-vnet |" in (tmp_path / "bench.md").read_text()
+    md = (tmp_path / "bench.md").read_text()
+    assert "| engine-w1-vnet |" in md
+    # CPU per MB carried: the engine's tree and the naive loop each cost something
+    for name in runs:
+        assert data["summary"][name]["figures"]["tcp1_cpu_us_mb"]["median"] > 0, name
+
+    # --render writes the same tables again from the JSON, with no traffic and no root
+    again = tmp_path / "again.md"
+    p = subprocess.run([sys.executable, str(BENCH), "--render", str(out), "--markdown",
+                        str(again)], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert again.read_text() == md

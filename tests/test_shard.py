@@ -1,4 +1,6 @@
 """Flow hash: vector and scalar agree; a flow never changes worker; fragments stay together."""
+import ipaddress
+
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
@@ -73,3 +75,21 @@ def test_peers_of_one_device_spread_over_workers():
     frames = [ipv4("198.18.0.1", f"198.18.0.{i}", udp(999, 7, b"x")) for i in range(2, 66)]
     counts = [both(frames, 4).count(w) for w in range(4)]
     assert min(counts) >= 6, counts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.sampled_from([6, 17, 1, 6]),
+                          st.integers(0, 2**16 - 1), st.sampled_from([0, 0x4000, 0x2000, 5]),
+                          st.sampled_from([b"", b"\x01" * 4]), st.integers(0, 20)),
+                min_size=1, max_size=40),
+       st.integers(2, 8))
+def test_vector_and_scalar_agree_on_ipv4_batches(rows, workers):
+    """IPv4 batches: with and without options, TCP and not, fragments and not, frames cut
+    short of the ports; the vector form's short path (no options, every frame at least
+    24 bytes) and its general path must both agree with the scalar form."""
+    frames = []
+    for dst, proto, sport, frag, options, cut in rows:
+        f = ipv4("198.18.0.1", str(ipaddress.IPv4Address(dst)), tcp(sport, 80), proto=proto,
+                 frag=frag, options=options)
+        frames.append(f[:len(f) - cut] if cut else f)
+    both(frames, workers)

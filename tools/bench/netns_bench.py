@@ -770,6 +770,8 @@ FIGURES = [  # key, label, getter, higher is better
     ("ping6_p99_ms", "ping6 p99 ms", lambda t: t.get("ping6", {}).get("p99_ms"), False),
     ("tcp1_cpu_pct", "CPU % (tcp1)", lambda t: t.get("tcp1", {}).get("cpu_pct"), False),
     ("udp_cpu_pct", "CPU % (udp)", lambda t: t.get("udp", {}).get("cpu_pct"), False),
+    ("tcp1_cpu_us_mb", "TCP 1 CPU us/MB", lambda t: _us_per_mb(t.get("tcp1", {})), False),
+    ("tcp1_user_share", "TCP 1 user share %", lambda t: _user_share(t.get("tcp1", {})), False),
     ("tcp1_retr", "TCP 1 retransmits", lambda t: t.get("tcp1", {}).get("retransmits"), False),
     ("tcp1_pkt_bytes", "TCP 1 B/pkt", lambda t: t.get("tcp1", {}).get("avg_pkt_bytes"), True),
     ("udp_tun_drop_pct", "UDP tun-queue drop %",
@@ -778,6 +780,24 @@ FIGURES = [  # key, label, getter, higher is better
      False),
     ("pss_mib", "PSS MiB", lambda t: t.get("tcp1", t.get("udp", {})).get("pss_mib"), False),
 ]
+
+
+def _us_per_mb(t: dict):
+    """The mirror's CPU time per MB carried (all its processes, user + system): what the
+    engine costs per byte, which decides how much CPU is left to the traffic's own sender
+    and receiver on the same cores. CPU %/100 s per s over gbps * 125 MB per s."""
+    if t.get("cpu_pct") is None or not t.get("gbps"):
+        return None
+    return t["cpu_pct"] * 80.0 / t["gbps"]
+
+
+def _user_share(t: dict):
+    """Share of that CPU time spent in user space (the interpreter), in %."""
+    if not t.get("cpu_pct") or t.get("user_pct") is None:
+        return None
+    return 100.0 * t["user_pct"] / t["cpu_pct"]
+
+
 RATIO_KEYS = ("tcp1_gbps", "tcp4_gbps", "udp_pps", "ping_avg_ms", "ping_p99_ms")
 
 
@@ -834,6 +854,14 @@ def cell(summary: dict, key: str, unit_k: bool = False) -> str:
         return (f"{fnum(f['median'], unit_k)} ({fnum(f['min'], unit_k)}–"
                 f"{fnum(f['max'], unit_k)})")
     return fnum(f["median"], unit_k)
+
+
+def cpu_cost_cell(summary: dict) -> str:
+    """Median CPU µs per MB of TCP 1 stream, and its user-space share."""
+    f, u = (summary["figures"].get(k) for k in ("tcp1_cpu_us_mb", "tcp1_user_share"))
+    if not f:
+        return "–"
+    return f"{fnum(f['median'])}" + (f" ({u['median']:.0f} % user)" if u else "")
 
 
 def references(summ: Dict[str, dict]) -> List[str]:
@@ -896,9 +924,9 @@ def markdown(result: dict) -> str:
             + " (1 stream).")
     # details
     L.append("")
-    L.append("| variant | TCP1 retr, B/pkt | UDP tun-queue drop % | ready s | stop s | "
-             "engine counters (last run) | notes |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| variant | TCP1 retr, B/pkt | TCP1 mirror CPU µs/MB (median) | UDP tun-queue drop % | "
+             "ready s | stop s | engine counters (last run) | notes |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for name, s in summ.items():
         last = [r for r in runs if r["variant"] == name][-1]
         mm = last["mirror"]
@@ -920,6 +948,7 @@ def markdown(result: dict) -> str:
         if mm.get("log_problems"):
             notes.append(f"log: {mm['log_problems'][0][:100]}")
         L.append(f"| {name} | {cell(s, 'tcp1_retr')}, {cell(s, 'tcp1_pkt_bytes')} | "
+                 f"{cpu_cost_cell(s)} | "
                  f"{cell(s, 'udp_tun_drop_pct')} | {cell(s, 'ready_s')} | {cell(s, 'stop_s')} "
                  f"| {ecs} | {'; '.join(notes).replace('|', '/') or '–'} |")
     # per process
@@ -1015,6 +1044,9 @@ def parse_args(argv=None):
     ap.add_argument("--markdown", help="write the tables here (also printed)")
     ap.add_argument("--svg", help="write the chart here")
     ap.add_argument("--list", action="store_true", help="list the variants and exit")
+    ap.add_argument("--render", metavar="JSON",
+                    help="no benchmark: write --markdown/--svg again from the results in JSON "
+                         "(figures recomputed from its runs)")
     a = ap.parse_args(argv)
     if a.quick:
         a.seconds = min(a.seconds, 1.0)
@@ -1041,6 +1073,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     ap, a = parse_args(argv)
+    if a.render:
+        return render(a)
     variants = build_variants(a)
     if a.list:
         for v in variants:
@@ -1093,6 +1127,23 @@ def main(argv=None) -> int:
     failed = any(r.get("error") or any("error" in t for t in r["tests"].values())
                  for r in runs)
     return 1 if failed else 0
+
+
+def render(a) -> int:
+    """--render: the tables and the chart of a saved run, figures recomputed from its runs
+    (no root, no namespace, no traffic)."""
+    with open(a.render) as f:
+        result = json.load(f)
+    result["summary"] = summarize(result["runs"])
+    md = markdown(result)
+    print(md)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(md)
+    if a.svg:
+        with open(a.svg, "w") as f:
+            f.write(chart(result))
+    return 0
 
 
 if __name__ == "__main__":

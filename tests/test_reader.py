@@ -1,8 +1,9 @@
-"""The reader's lone-frame path and its rehearsal (engine/loops.py _Reader.lone and
-_Reader.rehearse), on a reader built over the in-memory device and private memory."""
+"""The reader (engine/loops.py _Reader) built over the in-memory device and private memory:
+its read size per step, its lone-frame path and the rehearsal of that path."""
 import ipaddress
 
 import numpy as np
+import pytest
 
 from engine import loops, pcap, shm
 from engine.loops import Context, _Reader
@@ -16,17 +17,29 @@ from packets import ipv4, swapped4, udp
 PING = ipv4("198.18.0.1", "198.18.0.5", udp(1000, 2000, b"lone"))
 
 
-def _reader(tmp_path, frames):
+def _reader(tmp_path, frames, workers=1, inline="auto", batch=8):
     src, sink = tmp_path / "in.pcap", tmp_path / "out.pcap"
     pcap.write_frames(str(src), frames)
     pcap.write_frames(str(sink), [])   # the header; the device appends the records
     dev = MemoryDevice(str(src), sink=str(sink))
-    layout = shm.Layout(1, 16, 128, 8)
+    layout = shm.Layout(workers, 64, 128, 16)
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     ctx = Context(prefix="t", layout=layout, device=dev, rule=Mirror(
-        ipaddress.ip_interface("198.18.0.1/24")), batch=8, spin_s=0.0,
-        efds=tuple(new_eventfd() for _ in range(3)))
+        ipaddress.ip_interface("198.18.0.1/24")), batch=batch, spin_s=0.0,
+        efds=tuple(new_eventfd() for _ in range(workers + 2)), inline=inline)
     return _Reader(ctx, m), m, dev, sink
+
+
+@pytest.mark.parametrize("workers,inline,batch,expected", [
+    (4, "never", 8, 32),       # the workers take the backlog: a batch per worker
+    (4, "never", 512, 1024),   # ... up to MAX_BATCH
+    (1, "never", 8, 8),
+    (4, "always", 8, 8),       # the reader writes the backlog itself: one batch
+])
+def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
+        tmp_path, workers, inline, batch, expected):
+    r = _reader(tmp_path, [PING], workers, inline, batch)[0]
+    assert r.read_max == expected
 
 
 def test_lone_frame_is_mirrored_written_and_counted(tmp_path):
