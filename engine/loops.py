@@ -165,9 +165,10 @@ class _Reader:
         self.out_arrays = None             # ...and the same as numpy arrays, when at hand
         self.io = slot_io(self.dev, self.frames)
         self.warm = _Warm()
-        self.rehearsal, self.scratch = bytearray(m.layout.slot_size), bytearray(m.layout.slot_size)
-        self.rehearsal_n = 0
         self.slot_size = m.layout.slot_size
+        # the last lone frame as written, and where _Reader.rehearse runs the rule on it
+        self.rehearsal, self.scratch = bytearray(self.slot_size), bytearray(self.slot_size)
+        self.rehearsal_n = 0
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
         self.inline_ok = ctx.inline != "never"

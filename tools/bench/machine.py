@@ -1,6 +1,8 @@
-"""What a benchmark ran on: the engine's commit and the host (shared by both benchmarks)."""
+"""What a benchmark ran on (the engine's commit, the host) and where its report goes; shared
+by both benchmarks."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -31,3 +33,18 @@ def host_info() -> dict:
         pass
     return {"kernel": platform.release(), "nproc": os.cpu_count(), "cpu": cpu,
             "python": platform.python_version()}
+
+
+def write_report(a, result: dict, md: str, chart) -> None:
+    """Print the tables, then write what the command line asked for: --json (the result),
+    --markdown (the tables), --svg (chart(result); none without a chart)."""
+    print(md)
+    if getattr(a, "json", None):
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(md)
+    if a.svg and chart:
+        with open(a.svg, "w") as f:
+            f.write(chart(result))

@@ -1111,17 +1111,7 @@ def main(argv=None) -> int:
         log(f"interrupted by {e}; namespaces removed")
     result = {"meta": meta, "runs": runs, "summary": summarize(runs),
               "elapsed_s": time.monotonic() - t_start, "interrupted": interrupted}
-    md = markdown(result) if runs else ""
-    print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1, default=str)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
-    if a.svg and runs:
-        with open(a.svg, "w") as f:
-            f.write(chart(result))
+    machine.write_report(a, result, markdown(result) if runs else "", chart if runs else None)
     if interrupted:
         return 130
     failed = any(r.get("error") or any("error" in t for t in r["tests"].values())
@@ -1131,18 +1121,11 @@ def main(argv=None) -> int:
 
 def render(a) -> int:
     """--render: the tables and the chart of a saved run, figures recomputed from its runs
-    (no root, no namespace, no traffic)."""
+    (no root, no namespace, no traffic; --json, if given, gets the recomputed result)."""
     with open(a.render) as f:
         result = json.load(f)
     result["summary"] = summarize(result["runs"])
-    md = markdown(result)
-    print(md)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
-    if a.svg:
-        with open(a.svg, "w") as f:
-            f.write(chart(result))
+    machine.write_report(a, result, markdown(result), chart)
     return 0
 
 

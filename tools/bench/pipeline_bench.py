@@ -432,17 +432,7 @@ def main(argv=None) -> int:
                                 "repeat": a.repeat, "batch": batch, "quick": a.quick,
                                 "proto": a.proto}},
               "runs": results, "summary": summarize(results)}
-    md = markdown(result)
-    print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
-    if a.svg:
-        with open(a.svg, "w") as f:
-            f.write(chart(result))
+    machine.write_report(a, result, markdown(result), chart)
     return 1 if any("error" in r for r in results) else 0
 
 
