@@ -50,7 +50,7 @@ SMALL_BATCH = 40
 IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd handshake
 BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader too
-CACHE_BYTES = 256 << 10  # big frames in flight in the reader at most (see _Reader.run)
+CACHE_BYTES = 256 << 10  # big frames in flight on the inline path at most (see _Reader.run)
 
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
