@@ -17,7 +17,20 @@ from packets import ipv4, swapped4, udp
 PING = ipv4("198.18.0.1", "198.18.0.5", udp(1000, 2000, b"lone"))
 
 
-def _reader(tmp_path, frames, workers=1, inline="auto", batch=8):
+@pytest.fixture
+def efds():
+    """Eventfds for the reader under test, closed afterwards."""
+    made = []
+
+    def make(n):
+        made.extend(new_eventfd() for _ in range(n))
+        return tuple(made[-n:])
+    yield make
+    for e in made:
+        e.close()
+
+
+def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8):
     src, sink = tmp_path / "in.pcap", tmp_path / "out.pcap"
     pcap.write_frames(str(src), frames)
     pcap.write_frames(str(sink), [])   # the header; the device appends the records
@@ -26,7 +39,7 @@ def _reader(tmp_path, frames, workers=1, inline="auto", batch=8):
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     ctx = Context(prefix="t", layout=layout, device=dev, rule=Mirror(
         ipaddress.ip_interface("198.18.0.1/24")), batch=batch, spin_s=0.0,
-        efds=tuple(new_eventfd() for _ in range(workers + 2)), inline=inline)
+        efds=efds(workers + 2), inline=inline)
     return _Reader(ctx, m), m, dev, sink
 
 
@@ -37,13 +50,13 @@ def _reader(tmp_path, frames, workers=1, inline="auto", batch=8):
     (4, "always", 8, 8),       # the reader writes the backlog itself: one batch
 ])
 def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
-        tmp_path, workers, inline, batch, expected):
-    r = _reader(tmp_path, [PING], workers, inline, batch)[0]
+        tmp_path, efds, workers, inline, batch, expected):
+    r = _reader(tmp_path, efds, [PING], workers, inline, batch)[0]
     assert r.read_max == expected
 
 
-def test_lone_frame_is_mirrored_written_and_counted(tmp_path):
-    r, m, dev, sink = _reader(tmp_path, [PING])
+def test_lone_frame_is_mirrored_written_and_counted(tmp_path, efds):
+    r, m, dev, sink = _reader(tmp_path, efds, [PING])
     slot = r.stack.pop()
     n = r.io.read_one(slot)
     r.lone(slot, n)
@@ -53,8 +66,9 @@ def test_lone_frame_is_mirrored_written_and_counted(tmp_path):
     assert (row[F["in_frames"]], row[F["inline_frames"]]) == (1, 1)
 
 
-def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, monkeypatch):
-    r, m, dev, sink = _reader(tmp_path, [PING])
+def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, efds,
+                                                                    monkeypatch):
+    r, m, dev, sink = _reader(tmp_path, efds, [PING])
     seen = []
 
     def spy(rule, buf, n):
