@@ -369,8 +369,7 @@ class _Reader:
         if max(lens) >= size:  # the read filled a slot: a truncated frame
             keep = [k for k, ln in enumerate(lens) if ln < size]
             c[R_TOO_BIG] += n - len(keep)
-            self.stack.extend(s for k, s in enumerate(slots) if k not in keep)
-            slots, lens = [slots[k] for k in keep], [lens[k] for k in keep]
+            slots, lens = self.only(slots, lens, keep)
             if not slots:
                 return
         if self.ip_o != self.vo:   # TAP mode: ARP, NS and drops leave here
@@ -382,7 +381,7 @@ class _Reader:
             self.inline(slots, lens)
             return
         W, o = self.W, self.ip_o
-        s_arr, l_arr = np.array(slots, np.uint32), np.array(lens, np.uint32)
+        s_arr, l_arr = u32(slots), u32(lens)
         if W == 1:
             dest = None
         elif len(slots) <= SMALL_BATCH:
@@ -403,8 +402,7 @@ class _Reader:
                 return slots, lens
             other = [i for i, (k, _) in enumerate(kr) if k != l2.KIND_IP]
         else:
-            kind, reason = l2.classify_batch(self.frames, np.array(slots, np.uint32),
-                                             np.array(lens, np.uint32), self.vo)
+            kind, reason = l2.classify_batch(self.frames, u32(slots), u32(lens), self.vo)
             if not kind.any():
                 return slots, lens
             other = np.flatnonzero(kind).tolist()
@@ -416,10 +414,15 @@ class _Reader:
                 c[DROP_BASE + r - 1] += 1
             else:
                 self.answer(k, slots[i], lens[i])
-            self.stack.append(slots[i])
         gone = set(other)
-        return ([s for i, s in enumerate(slots) if i not in gone],
-                [ln for i, ln in enumerate(lens) if i not in gone])
+        return self.only(slots, lens, [i for i in range(len(slots)) if i not in gone])
+
+    def only(self, slots: list, lens: list, keep: list):
+        """The frames at the indices in `keep` (ascending); every other frame's slot goes
+        back to the stack (a frame dropped or answered before it reached the rule)."""
+        kept = set(keep)
+        self.stack.extend(s for k, s in enumerate(slots) if k not in kept)
+        return [slots[k] for k in keep], [lens[k] for k in keep]
 
     def answer(self, kind: int, slot: int, length: int) -> None:
         """Write the ARP reply or neighbour advertisement for one request, or count it."""
@@ -459,9 +462,7 @@ class _Reader:
             else:   # the exchange that writes them takes the arrays as they are
                 self.out_arrays = arrays
         if keep is not None and len(keep) < len(slots):  # dropped frames' slots are free
-            gone = set(range(len(slots))) - set(keep)
-            self.stack.extend(slots[k] for k in gone)
-            slots, lens = [slots[k] for k in keep], [lens[k] for k in keep]
+            slots, lens = self.only(slots, lens, keep)
         if slots:
             if self.capture:
                 self.capture.frames([views[s] for s in slots], lens)

@@ -21,6 +21,7 @@ from typing import List, MutableSequence, Optional, Sequence
 import numpy as np
 
 from .. import pcap
+from ..config import MAX_BATCH
 from . import TunError
 from .slots import ViewSlotIO, u32
 
@@ -110,7 +111,7 @@ class MemorySlotIO(ViewSlotIO):
     a read of a batch is one slice of `mat` assigned to `frames[slots, :width]` (both
     seen as one void item per row)."""
 
-    EXTRA = 1024  # the largest batch (Config.batch_size)
+    EXTRA = MAX_BATCH  # the most one step reads
 
     def __init__(self, dev: MemoryDevice, frames: np.ndarray) -> None:
         super().__init__(dev, frames)

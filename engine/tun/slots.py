@@ -212,18 +212,15 @@ def _read_failed(res: int) -> None:
 def try_uring(device, frames: np.ndarray):
     """A UringSlotIO for the device, or None where io_uring is missing or forbidden (old kernel,
     kernel.io_uring_disabled, seccomp): the caller falls back to one syscall per frame."""
+    global _warned
     try:
         return UringSlotIO(device, frames)
     except OSError as e:
-        if not _warned:
-            _warn(e)
+        if not _warned:   # once per process
+            _warned = True
+            log.warning("io_uring unavailable (%s): one read/write syscall per frame",
+                        e.strerror)
         return None
 
 
 _warned = False
-
-
-def _warn(e: OSError) -> None:
-    global _warned
-    _warned = True
-    log.warning("io_uring unavailable (%s): one read/write syscall per frame", e.strerror)

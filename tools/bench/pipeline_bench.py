@@ -180,6 +180,7 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
                     raise RuntimeError(f"timeout: read {rd}, written {wr}, dropped {dr}")
                 time.sleep(0.001)
             t_done = samples[-1][0]
+            actor_names = ["reader", *(f"worker{k}" for k in range(workers)), "writer"]
             cpu = {n: 100.0 * (sum(p.cpu_times()[:2]) - cpu0[n]) / max(1e-6, time.perf_counter()
                                                                         - t_cpu0)
                    for n, p in procs.items()}
@@ -203,10 +204,8 @@ def run_case(size: int, workers: int, frames: int, pcap_path: str, timeout: floa
                 sample_gap_max_ms=1000 * max(gaps) if gaps else None,
                 sample_gap_median_ms=1000 * statistics.median(gaps) if gaps else None,
                 samples=len(samples), cpu_pct=cpu,
-                batches={n: int(rows[i][F["batches"]]) for i, n in enumerate(
-                    ["reader", *(f"worker{k}" for k in range(workers)), "writer"])},
-                sleeps={n: int(rows[i][F["sleeps"]]) for i, n in enumerate(
-                    ["reader", *(f"worker{k}" for k in range(workers)), "writer"])},
+                batches={n: int(rows[i][F["batches"]]) for i, n in enumerate(actor_names)},
+                sleeps={n: int(rows[i][F["sleeps"]]) for i, n in enumerate(actor_names)},
                 ctx_switches={n: sum(p.num_ctx_switches()) for n, p in procs.items()},
                 ring_hwm=int(np.max(rows[:, F["ring_hwm"]])))
         except Exception as e:  # reported, and the engine is stopped
