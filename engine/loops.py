@@ -164,10 +164,12 @@ class _Reader:
         self.out_s, self.out_l = [], []    # mirrored inline, to be written by the next exchange
         self.out_arrays = None             # ...and the same as numpy arrays, when at hand
         self.io = slot_io(self.dev, self.frames)
-        self.warm = _Warm()
         self.slot_size = m.layout.slot_size
         # the last lone frame as written, and where _Reader.rehearse runs the rule on it
-        self.rehearsal, self.scratch = bytearray(self.slot_size), bytearray(self.slot_size)
+        # (the rule reads the headers only: keep those, not a 64 KiB super-packet)
+        self.rehearsal_bytes = ctx.rule.vnet_hdr_len + ctx.rule.l2_hdr_len + 64
+        self.rehearsal = bytearray(self.rehearsal_bytes)
+        self.scratch = bytearray(self.rehearsal_bytes)
         self.rehearsal_n = 0
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
@@ -240,7 +242,7 @@ class _Reader:
                 if now - idle_since < spin_s:
                     continue  # bounded spin: cheaper than sleep + wake for back-to-back frames
                 spin_s = 0.0    # no spin after a nap: back to sleep after one probe
-                nap = self.warm.timeout()
+                nap = _Warm.timeout(now - idle_since)
                 if nap == IDLE_TIMEOUT:   # a real sleep, counted (a nap is not)
                     c[I_SLEEPS] += 1
                     self.cnt.commit()
@@ -266,7 +268,6 @@ class _Reader:
             if not n:
                 want = 1
                 continue
-            self.warm.traffic()
             nbytes = sum(got_l)
             # Twice the last read plus one. When the reader writes the backlog itself, big
             # frames (offload super-packets) no more than CACHE_BYTES in flight: a batch of
@@ -287,7 +288,6 @@ class _Reader:
         run cold costs several times its warm price: docs/benchmarks.md). Anything out of
         the ordinary (a truncated frame, TAP mode, frames in flight in the pipeline,
         --inline never, --pcap) takes the general path."""
-        self.warm.traffic()
         if not self.lone_ok or n >= self.slot_size or self.pushed != self.free_ring._cur[0]:
             self.dispatch([slot], [n], True)
             return
@@ -301,7 +301,8 @@ class _Reader:
             c[I_INLINE_BYTES] += n
         else:
             c[R_WRITE_ERROR] += 1
-        self.rehearsal[:n] = view[:n]   # after the write: off the frame's path
+        k = min(n, self.rehearsal_bytes)   # after the write: off the frame's path
+        self.rehearsal[:k] = view[:k]
         self.rehearsal_n = n
         self.stack.append(slot)
         c[I_JOURNAL] = seq
@@ -316,7 +317,8 @@ class _Reader:
         n = self.rehearsal_n
         if not n:
             return
-        self.scratch[:n] = self.rehearsal[:n]
+        k = min(n, self.rehearsal_bytes)
+        self.scratch[:k] = self.rehearsal[:k]
         mirror_frame(self.ctx.rule, self.scratch, n)
         if self.stack:
             self.views[self.stack[-1]][0]   # noqa: B018 - the slot the next read fills
@@ -517,16 +519,11 @@ class _Warm:
     through the engine 0.26 -> 0.18-0.19 ms in the same session (docs/benchmarks.md)."""
 
     NAP, WINDOW = 0.001, 0.25
-    __slots__ = ("last",)
 
-    def __init__(self) -> None:
-        self.last = 0.0
-
-    def traffic(self) -> None:
-        self.last = time.perf_counter()
-
-    def timeout(self) -> float:
-        return self.NAP if time.perf_counter() - self.last < self.WINDOW else IDLE_TIMEOUT
+    @staticmethod
+    def timeout(quiet: float) -> float:
+        """How long to sleep after `quiet` seconds without a frame."""
+        return _Warm.NAP if quiet < _Warm.WINDOW else IDLE_TIMEOUT
 
 
 def _count_drops(c: list, reasons: np.ndarray) -> None:

@@ -58,8 +58,8 @@ FORWARD = 0
 _WORD_INDEX = np.arange(GATHER // 2)
 _SWAP4 = np.r_[IPV4_DST:IPV4_DST + 4, IPV4_SRC:IPV4_SRC + 4]
 _SWAP6 = np.r_[IPV6_DST:IPV6_DST + 16, IPV6_SRC:IPV6_SRC + 16]
-_GSO_FOR_VERSION = {4: (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4),
-                    6: (VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_GSO_UDP_L4)}
+_GSO4 = (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4)   # GSO types valid for IPv4
+_GSO6 = (VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_GSO_UDP_L4)
 
 
 @dataclass(frozen=True)
@@ -266,19 +266,15 @@ _HDR4 = struct.Struct("!BxH8xII")        # version/IHL, total length, src, dst
 _PAYLOAD6 = struct.Struct("!4xH")
 _SUM = [struct.Struct(f"={n}H") for n in range(31)]  # native words: see _checksum_ok
 _ADDR4 = struct.Struct("!II")
+_VNET = struct.Struct("<BB4xHH")        # flags, gso_type, csum_start, csum_offset
 
 
 def mirror_frame(rule: Mirror, buf, length: int) -> int:
     """The same rule for one frame in `buf` (a writable buffer), in plain Python: cheaper
     than the vector path for batches of a few frames, where numpy's per-call cost
-    dominates (a ping). Must agree with `mirror_batch` on every input (property-tested)."""
-    reason = _mirror_ip_one(rule, buf, length)
-    if rule.l2_hdr_len and reason == FORWARD:
-        swap_macs_frame(buf, rule.vnet_hdr_len)
-    return reason
-
-
-def _mirror_ip_one(rule: Mirror, buf, length: int) -> int:
+    dominates (a ping, a few offload super-packets). Must agree with `mirror_batch` on
+    every input (property-tested). Kept flat, one function and one struct call per
+    header: it is the inline step's hot path, and every call costs."""
     vo = rule.vnet_hdr_len
     o = vo + rule.l2_hdr_len
     n = length - o
@@ -290,43 +286,44 @@ def _mirror_ip_one(rule: Mirror, buf, length: int) -> int:
             return R["malformed"]
         first, total, src, dst = _HDR4.unpack_from(buf, o)
         ihl = (first & 15) << 2
-        if ihl < IPV4_MIN_HEADER or ihl > n or not _length_ok_one(rule, total, n, ihl):
+        if ihl < IPV4_MIN_HEADER or ihl > n or (total != n and not _length_ok_one(
+                rule, total, n, ihl)):
             return R["malformed"]
-        s = sum(_SUM[ihl >> 1].unpack_from(buf, o))
-        if s == 0 or s % 0xFFFF:
+        # the one's-complement sum of the header's words is > 0 (its first word is at
+        # least 0x4500), so it verifies exactly when it is a multiple of 0xFFFF
+        if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:
             return R["bad_checksum"]
-        if vo and not _vnet_ok_one(buf, n + rule.l2_hdr_len, 4):
-            return R["bad_vnet_hdr"]
+        if vo:
+            flags, gso, start, off = _VNET.unpack_from(buf, 0)
+            if (gso & 0x7F) not in _GSO4 or (flags & VNET_F_NEEDS_CSUM and
+                                             start + off + 2 > length - vo):
+                return R["bad_vnet_hdr"]
         v4 = rule._v4i
         if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
             return R["not_mirrored"]
         _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
+        if o != vo:
+            swap_macs_frame(buf, vo)
         return FORWARD
     if ver != 6:
         return R["not_ip"]
     if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
                                               + IPV6_HEADER, n, IPV6_HEADER):
         return R["malformed"]
-    if vo and not _vnet_ok_one(buf, n + rule.l2_hdr_len, 6):
-        return R["bad_vnet_hdr"]
+    if vo:
+        flags, gso, start, off = _VNET.unpack_from(buf, 0)
+        if (gso & 0x7F) not in _GSO6 or (flags & VNET_F_NEEDS_CSUM and
+                                         start + off + 2 > length - vo):
+            return R["bad_vnet_hdr"]
     src = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
     dst = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
     if not rule.mirrors6(src, dst):
         return R["not_mirrored"]
     buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst + src
+    if o != vo:
+        swap_macs_frame(buf, vo)
     return FORWARD
 
 
 def _length_ok_one(rule: Mirror, claimed: int, n: int, least: int) -> bool:
     return claimed == n or (rule.l2_hdr_len != 0 and n == ETH_MIN_PAYLOAD and least <= claimed < n)
-
-
-def _vnet_ok_one(buf, n: int, ver: int) -> bool:
-    gso = buf[1] & 0x7F
-    if gso not in _GSO_FOR_VERSION[ver]:
-        return False
-    if buf[0] & VNET_F_NEEDS_CSUM:
-        start = buf[VNET_CSUM_START] | (buf[VNET_CSUM_START + 1] << 8)
-        off = buf[VNET_CSUM_OFFSET] | (buf[VNET_CSUM_OFFSET + 1] << 8)
-        return start + off + 2 <= n
-    return True

@@ -161,13 +161,12 @@ class UringSlotIO(ViewSlotIO):
         return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
 
     def _exchange_few(self, wslots: list, wlens: list, rslots: list):
-        m, r = len(wslots), len(rslots)
-        base, stride = self._base, self._stride
-        res = self.ring.submit_few(
-            [self._WR] * m + [self._RD] * r,
-            [base + s * stride for s in wslots] + [base + s * stride for s in rslots],
-            list(wlens) + [self.size] * r)
-        refused = sum(1 for x in res[:m] if x < 0)
+        m = len(wslots)
+        res = self.ring.submit_slots(wslots, wlens, rslots, self._base, self._stride, self.size)
+        refused = 0
+        for x in res[:m]:
+            if x < 0:
+                refused += 1
         got = res[m:]
         if min(got, default=1) > 0:
             return refused, rslots, got, []

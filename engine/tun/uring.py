@@ -25,7 +25,6 @@ import ctypes
 import errno
 import mmap
 import os
-import struct
 
 import numpy as np
 
@@ -65,10 +64,9 @@ SQE = np.dtype([("opcode", "u1"), ("flags", "u1"), ("ioprio", "<u2"), ("fd", "<i
                 ("splice_fd_in", "<i4"), ("addr3", "<u8"), ("pad", "<u8")])
 CQE = np.dtype([("user_data", "<u8"), ("res", "<i4"), ("flags", "<u4")])
 assert SQE.itemsize == 64 and CQE.itemsize == 16
-# the first 40 bytes of an SQE (opcode ... user_data) and a whole CQE, for submit_few
-_SQE_HEAD = struct.Struct("<BBHiQQIIQ")
-_CQE = struct.Struct("<QiI")
-assert _SQE_HEAD.size == SQE.fields["buf_index"][1] and _CQE.size == CQE.itemsize
+# field offsets submit_slots relies on
+assert (SQE.fields["addr"][1], SQE.fields["len"][1]) == (16, 24)
+assert (CQE.fields["user_data"][1], CQE.fields["res"][1]) == (0, 8)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -148,7 +146,12 @@ class Uring:
         self.cq_tail = cq[p.cq_off.tail:p.cq_off.tail + 4].cast("I")
         self.cqes = np.frombuffer(cq_map, CQE, p.cq_entries, p.cq_off.cqes)
         self.sqes = np.frombuffer(sqe_map, SQE, p.sq_entries)
-        self._sqe_mem, self._cq_mem, self._cqes_at = memoryview(sqe_map), cq, p.cq_off.cqes
+        # the same memory as items, for submit_slots: an SQE's opcode (byte 0), addr (u64
+        # 2) and len (u32 6); a CQE's user_data (u64 0) and res (i32 2)
+        sqe = memoryview(sqe_map)
+        self._sq_op, self._sq_addr, self._sq_len = sqe, sqe.cast("Q"), sqe.cast("I")
+        cqes = cq[p.cq_off.cqes:p.cq_off.cqes + p.cq_entries * CQE.itemsize]
+        self._cq_ud, self._cq_res = cqes.cast("Q"), cqes.cast("i")
 
     def submit(self, opcodes, addrs: np.ndarray, lens, out: np.ndarray) -> None:
         n = len(addrs)
@@ -168,24 +171,37 @@ class Uring:
         out[(c["user_data"].astype(np.intp) - i) & mask] = c["res"]   # user_data: SQE index
         self._consumed(n)
 
-    def submit_few(self, ops: list, addrs: list, lens: list) -> list:
-        """`submit` for a few requests, in plain Python: one struct.pack_into per SQE and
-        one unpack_from per CQE cost less than numpy's per-call overhead up to a few dozen
-        requests. Returns the results in request order."""
-        n = len(addrs)
+    def submit_slots(self, wslots: list, wlens: list, rslots: list, base: int, stride: int,
+                     size: int) -> list:
+        """`submit` for a few requests, in plain Python, over buffers laid out as slots
+        (slot s at base + s * stride): writes of wslots[i] (wlens[i] bytes), then reads of
+        up to `size` bytes into rslots. Only the three fields that change are stored per
+        request (every other SQE field is set once, at start), and completions are read
+        as items: up to a few dozen requests this costs less than numpy's per-call
+        overhead. Returns the results in request order."""
+        n = len(wslots) + len(rslots)
         if n > self.entries:
             raise ValueError(f"{n} requests for a ring of {self.entries}")
-        tail, mask, fd, pack, mem = self._tail, self.sq_mask, self.fd, _SQE_HEAD.pack_into, \
-            self._sqe_mem
-        for k in range(n):
-            i = (tail + k) & mask
-            pack(mem, i << 6, ops[k], 0, 0, fd, 0, addrs[k], lens[k], RWF_NOWAIT, i)
+        t = tail = self._tail
+        mask, op, addr, ln = self.sq_mask, self._sq_op, self._sq_addr, self._sq_len
+        for s, k in zip(wslots, wlens):
+            i = t & mask
+            op[i << 6] = IORING_OP_WRITE
+            addr[(i << 3) + 2] = base + s * stride
+            ln[(i << 4) + 6] = k
+            t += 1
+        for s in rslots:
+            i = t & mask
+            op[i << 6] = IORING_OP_READ
+            addr[(i << 3) + 2] = base + s * stride
+            ln[(i << 4) + 6] = size
+            t += 1
         head = self._enter(n)
         out = [0] * n
-        cmask, at, cq, unpack = self.cq_mask, self._cqes_at, self._cq_mem, _CQE.unpack_from
-        for k in range(n):
-            user_data, res, _ = unpack(cq, at + (((head + k) & cmask) << 4))
-            out[(user_data - tail) & mask] = res
+        cmask, ud, res = self.cq_mask, self._cq_ud, self._cq_res
+        for j in range(n):
+            c = (head + j) & cmask
+            out[(ud[c << 1] - tail) & mask] = res[(c << 2) + 2]   # user_data: SQE index
         self._consumed(n)
         return out
 
@@ -213,7 +229,7 @@ class Uring:
             # drop every view first: an mmap with exported buffers cannot close
             self.sq_tail = self.cq_head = self.cq_tail = None
             self.sq_array = self.cqes = self.sqes = None
-            self._sqe_mem = self._cq_mem = None
+            self._sq_op = self._sq_addr = self._sq_len = self._cq_ud = self._cq_res = None
             for m in self._maps:
                 m.close()
             os.close(self.ring_fd)
