@@ -74,3 +74,23 @@ def test_netns_bench_quick(tmp_path):
                         str(again)], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr[-3000:]
     assert again.read_text() == md
+
+
+def test_netns_bench_pinned(tmp_path):
+    """--pin: the mirror's processes may run on the first CPU only (taskset), and the
+    report says so."""
+    out = tmp_path / "bench.json"
+    p = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--pin", "--tests", "tcp1,ping",
+         "--workers", "1", "--offload", "on", "--only", "engine-w1-vnet,naive",
+         "--json", str(out), "--markdown", str(tmp_path / "bench.md")],
+        cwd=REPO, capture_output=True, text=True, timeout=55)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    first = min(os.sched_getaffinity(0))
+    for r in data["runs"]:
+        assert r["error"] is None, (r["variant"], r["error"])
+        assert r["mirror"]["cpus"] == [first], (r["variant"], r["mirror"].get("cpus"))
+        assert r["tests"]["tcp1"]["gbps"] > 0 and r["tests"]["ping"]["avg_ms"] > 0
+    assert data["meta"]["args"]["pin"] is True
+    assert "pinned" in (tmp_path / "bench.md").read_text()

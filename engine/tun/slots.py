@@ -97,7 +97,7 @@ class UringSlotIO(ViewSlotIO):
     woken from sleep runs numpy code many times slower than when warm."""
 
     SMALL = 4    # up to this many requests: plain read(2)/write(2)
-    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.submit_few)
+    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.submit_slots)
 
     def __init__(self, device, frames: np.ndarray, entries: int = 2048) -> None:
         from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring

@@ -90,6 +90,15 @@ def log(msg: str) -> None:
     print(f"[netns_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def pinned(cmd: List[str], pin: bool, role: str) -> List[str]:
+    """`cmd` under taskset with --pin: the mirror ("mirror") on the first usable CPU, the
+    traffic ("traffic": iperf3 client and server, ping) on the last one."""
+    if not pin:
+        return cmd
+    cpus = sorted(os.sched_getaffinity(0))
+    return ["taskset", "-c", str(cpus[0] if role == "mirror" else cpus[-1])] + cmd
+
+
 def run(cmd: List[str], timeout: float = 15, check: bool = True,
         ns: Optional[str] = None) -> subprocess.CompletedProcess:
     """A command with a hard timeout, optionally inside a namespace."""
@@ -366,7 +375,8 @@ class Bed:
                                                       delete=False)
         t0 = time.monotonic()
         self.mirror = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns] + cmd, cwd=str(REPO), stdin=subprocess.DEVNULL,
+            ["ip", "netns", "exec", self.ns] + pinned(cmd, self.a.pin, "mirror"), cwd=str(REPO),
+            stdin=subprocess.DEVNULL,
             stdout=self.mirror_log, stderr=subprocess.STDOUT, start_new_session=True)
         self.track(self.mirror.pid)
         self.root = self.mine.get(self.mirror.pid)
@@ -408,6 +418,10 @@ class Bed:
         procs = tree(self.root)
         for p in procs:
             self.track(p)
+        try:   # where the mirror may run (all CPUs, or the first one with --pin)
+            self.info["cpus"] = sorted(set().union(*(p.cpu_affinity() for p in procs)))
+        except (psutil.Error, TypeError):
+            self.info["cpus"] = None
         self.labels = label_tree(self.v, procs)
         m = ENGINE_READY_RE.search(self.read_log())
         if m:  # exact roles from the engine's own "ready:" line
@@ -560,8 +574,9 @@ class Bed:
     def iperf_server(self):
         self.port += 1
         port = self.port
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns, "iperf3", "-s", "-1", "-p",
-                              str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns] + pinned(
+                                 ["iperf3", "-s", "-1", "-p", str(port)], self.a.pin, "traffic"),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
         self.track(p.pid)
         deadline = time.monotonic() + 5
@@ -582,8 +597,9 @@ class Bed:
         sampler.start()
         t0 = time.monotonic()
         try:
-            r = run(["iperf3", "-c", target, "-p", str(port), "-t", f"{secs:g}", "-J",
-                     "--connect-timeout", "3000"] + extra, ns=self.ns, timeout=secs + 20,
+            r = run(pinned(["iperf3", "-c", target, "-p", str(port), "-t", f"{secs:g}", "-J",
+                            "--connect-timeout", "3000"] + extra, self.a.pin, "traffic"),
+                    ns=self.ns, timeout=secs + 20,
                     check=False)
         finally:
             sampler.stop()
@@ -630,8 +646,9 @@ class Bed:
         count = self.a.ping_count
         target = PEER4 if fam == "4" else PEER6
         deadline = int(count * 0.05 + 10)
-        r = run(["ping", f"-{fam}", "-c", str(count), "-i", f"{self.a.ping_interval:g}",
-                 "-W", "1", "-w", str(deadline), target], ns=self.ns, timeout=deadline + 10,
+        r = run(pinned(["ping", f"-{fam}", "-c", str(count), "-i", f"{self.a.ping_interval:g}",
+                        "-W", "1", "-w", str(deadline), target], self.a.pin, "traffic"),
+                ns=self.ns, timeout=deadline + 10,
                 check=False)
         return parse_ping(r.stdout)
 
@@ -877,7 +894,8 @@ def markdown(result: dict) -> str:
              f"kernel {m['host']['kernel']}, Python {m['host']['python']}; "
              f"{m['args']['seconds']:g} s per iperf3 test, {m['args']['repeat']} repetition(s)"
              f"{' (median (min–max))' if m['args']['repeat'] > 1 else ''}, "
-             f"{m['args']['ping_count']} pings per ping test.")
+             f"{m['args']['ping_count']} pings per ping test"
+             f"{'; pinned: the mirror on the first CPU, iperf3 and ping on the last' if m['args'].get('pin') else ''}.")
     L.append("")
     L.append("| variant | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B pkt/s "
              "mirrored | ping avg / p99 ms | ping6 avg / p99 ms | CPU % tcp1 / udp "
@@ -1038,6 +1056,10 @@ def parse_args(argv=None):
                     help="seconds a mirror has to exit after SIGTERM (default 5)")
     ap.add_argument("--settle", type=float, default=0.5)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between tests")
+    ap.add_argument("--pin", action="store_true",
+                    help="the mirror's processes on the first CPU, iperf3 and ping on the "
+                         "last (taskset): figures that do not depend on where the scheduler "
+                         "puts three busy processes on two CPUs (see docs/benchmarks.md)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke mode for CI: 1 s tests, 20 pings, short pauses")
     ap.add_argument("--json", help="write all results here")
@@ -1095,7 +1117,7 @@ def main(argv=None) -> int:
             "args": {"seconds": a.seconds, "repeat": a.repeat, "tests": a.tests,
                      "workers": a.workers, "offload": a.offload, "compare": a.compare,
                      "ping_count": a.ping_count, "ping_interval": a.ping_interval,
-                     "quick": a.quick, "argv": sys.argv[1:] if argv is None else argv}}
+                     "quick": a.quick, "pin": a.pin, "argv": sys.argv[1:] if argv is None else argv}}
     runs: List[dict] = []
     interrupted = None
     t_start = time.monotonic()
