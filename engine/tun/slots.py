@@ -97,7 +97,7 @@ class UringSlotIO(ViewSlotIO):
     woken from sleep runs numpy code many times slower than when warm."""
 
     SMALL = 4    # up to this many requests: plain read(2)/write(2)
-    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.submit_slots)
+    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.exchange_slots)
 
     def __init__(self, device, frames: np.ndarray, entries: int = 2048) -> None:
         from .uring import IORING_OP_READ, IORING_OP_WRITE, Uring
@@ -141,7 +141,8 @@ class UringSlotIO(ViewSlotIO):
         if m + r <= self.SMALL:
             return (self._write_each(wslots, wlens), *self._read_each(rslots))
         if m + r <= self.FEW:
-            return self._exchange_few(wslots, wlens, rslots)
+            return self.ring.exchange_slots(wslots, wlens, rslots, self._base, self._stride,
+                                            self.size)
         if m:
             ws, wl = warrays or (u32(wslots), u32(wlens))
         else:
@@ -159,27 +160,6 @@ class UringSlotIO(ViewSlotIO):
         if len(hard):
             _read_failed(int(hard[0]))
         return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
-
-    def _exchange_few(self, wslots: list, wlens: list, rslots: list):
-        m = len(wslots)
-        res = self.ring.submit_slots(wslots, wlens, rslots, self._base, self._stride, self.size)
-        refused = 0
-        for x in res[:m]:
-            if x < 0:
-                refused += 1
-        got = res[m:]
-        if min(got, default=1) > 0:
-            return refused, rslots, got, []
-        got_s, got_l, unused = [], [], []
-        for s, x in zip(rslots, got):
-            if x > 0:
-                got_s.append(s)
-                got_l.append(x)
-            elif x in (0, -errno.EAGAIN):
-                unused.append(s)
-            else:
-                _read_failed(x)
-        return refused, got_s, got_l, unused
 
     def _submit(self, wslots, wlens, rslots) -> int:
         """Writes (then reads) in one submission; returns the refused writes; the read

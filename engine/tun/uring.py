@@ -64,7 +64,7 @@ SQE = np.dtype([("opcode", "u1"), ("flags", "u1"), ("ioprio", "<u2"), ("fd", "<i
                 ("splice_fd_in", "<i4"), ("addr3", "<u8"), ("pad", "<u8")])
 CQE = np.dtype([("user_data", "<u8"), ("res", "<i4"), ("flags", "<u4")])
 assert SQE.itemsize == 64 and CQE.itemsize == 16
-# field offsets submit_slots relies on
+# field offsets exchange_slots relies on
 assert (SQE.fields["addr"][1], SQE.fields["len"][1]) == (16, 24)
 assert (CQE.fields["user_data"][1], CQE.fields["res"][1]) == (0, 8)
 
@@ -146,7 +146,7 @@ class Uring:
         self.cq_tail = cq[p.cq_off.tail:p.cq_off.tail + 4].cast("I")
         self.cqes = np.frombuffer(cq_map, CQE, p.cq_entries, p.cq_off.cqes)
         self.sqes = np.frombuffer(sqe_map, SQE, p.sq_entries)
-        # the same memory as items, for submit_slots: an SQE's opcode (byte 0), addr (u64
+        # the same memory as items, for exchange_slots: an SQE's opcode (byte 0), addr (u64
         # 2) and len (u32 6); a CQE's user_data (u64 0) and res (i32 2)
         sqe = memoryview(sqe_map)
         self._sq_op, self._sq_addr, self._sq_len = sqe, sqe.cast("Q"), sqe.cast("I")
@@ -171,15 +171,21 @@ class Uring:
         out[(c["user_data"].astype(np.intp) - i) & mask] = c["res"]   # user_data: SQE index
         self._consumed(n)
 
-    def submit_slots(self, wslots: list, wlens: list, rslots: list, base: int, stride: int,
-                     size: int) -> list:
+    def exchange_slots(self, wslots: list, wlens: list, rslots: list, base: int, stride: int,
+                       size: int):
         """`submit` for a few requests, in plain Python, over buffers laid out as slots
         (slot s at base + s * stride): writes of wslots[i] (wlens[i] bytes), then reads of
-        up to `size` bytes into rslots. Only the three fields that change are stored per
-        request (every other SQE field is set once, at start), and completions are read
-        as items: up to a few dozen requests this costs less than numpy's per-call
-        overhead. Returns the results in request order."""
-        n = len(wslots) + len(rslots)
+        up to `size` bytes into rslots, in one io_uring_enter. Returns (refused writes,
+        slots that received a frame, their lengths, slots that did not), the frames in
+        the order they were read; a read that failed other than with EAGAIN raises.
+
+        Up to a few dozen requests this costs less than numpy's per-call overhead. Only
+        the three fields that change are stored per request (every other SQE field is set
+        once, at start), completions are read as items and sorted in the same loop: the
+        lines after the syscall run with the caches cold (the kernel has just copied every
+        frame), so each one costs (docs/benchmarks.md)."""
+        m = len(wslots)
+        n = m + len(rslots)
         if n > self.entries:
             raise ValueError(f"{n} requests for a ring of {self.entries}")
         t = tail = self._tail
@@ -197,13 +203,25 @@ class Uring:
             ln[(i << 4) + 6] = size
             t += 1
         head = self._enter(n)
-        out = [0] * n
+        refused, got_s, got_l, unused = 0, [], [], []
         cmask, ud, res = self.cq_mask, self._cq_ud, self._cq_res
-        for j in range(n):
-            c = (head + j) & cmask
-            out[(ud[c << 1] - tail) & mask] = res[(c << 2) + 2]   # user_data: SQE index
+        for j in range(head, head + n):
+            c = j & cmask
+            k = ((ud[c << 1] - tail) & mask) - m    # user_data: the SQE index
+            x = res[(c << 2) + 2]
+            if k < 0:
+                if x < 0:
+                    refused += 1
+            elif x > 0:
+                got_s.append(rslots[k])
+                got_l.append(x)
+            elif x == 0 or x == -errno.EAGAIN:
+                unused.append(rslots[k])
+            else:   # EIO, EBADFD: the device went away; raise it, as read(2) would have
+                self._consumed(n)
+                raise OSError(-x, f"read from the device: {os.strerror(-x)}")
         self._consumed(n)
-        return out
+        return refused, got_s, got_l, unused
 
     def _enter(self, n: int) -> int:
         """Publish the n SQEs just filled, submit them, wait until all n have completed;
