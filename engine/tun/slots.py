@@ -158,7 +158,8 @@ class UringSlotIO(ViewSlotIO):
         bad = got[~ok]
         hard = bad[(bad != -errno.EAGAIN) & (bad != 0)]
         if len(hard):
-            _read_failed(int(hard[0]))
+            from .uring import read_failed   # (uring.py is Linux only: imported here)
+            read_failed(int(hard[0]))
         return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
 
     def _submit(self, wslots, wlens, rslots) -> int:
@@ -180,12 +181,6 @@ class UringSlotIO(ViewSlotIO):
 
     def close(self) -> None:
         self.ring.close()
-
-
-def _read_failed(res: int) -> None:
-    """A read completed with -errno other than EAGAIN (EIO, EBADFD: the device went away):
-    raise it, as read(2) would have."""
-    raise OSError(-res, f"read from the device: {os.strerror(-res)}")
 
 
 def try_uring(device, frames: np.ndarray):

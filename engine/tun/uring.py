@@ -73,6 +73,12 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 
+def read_failed(res: int) -> None:
+    """A read completed with -errno other than EAGAIN (EIO, EBADFD: the device went away):
+    raise it, as read(2) would have."""
+    raise OSError(-res, f"read from the device: {os.strerror(-res)}")
+
+
 class UringError(OSError):
     pass
 
@@ -217,9 +223,9 @@ class Uring:
                 got_l.append(x)
             elif x == 0 or x == -errno.EAGAIN:
                 unused.append(rslots[k])
-            else:   # EIO, EBADFD: the device went away; raise it, as read(2) would have
+            else:
                 self._consumed(n)
-                raise OSError(-x, f"read from the device: {os.strerror(-x)}")
+                read_failed(x)
         self._consumed(n)
         return refused, got_s, got_l, unused
 
