@@ -165,11 +165,9 @@ class _Reader:
         self.out_arrays = None             # ...and the same as numpy arrays, when at hand
         self.io = slot_io(self.dev, self.frames)
         self.slot_size = m.layout.slot_size
-        # the last lone frame as written, and where _Reader.rehearse runs the rule on it
-        # (the rule reads the headers only: keep those, not a 64 KiB super-packet)
-        self.rehearsal_bytes = ctx.rule.vnet_hdr_len + ctx.rule.l2_hdr_len + 64
-        self.rehearsal = bytearray(self.rehearsal_bytes)
-        self.scratch = bytearray(self.rehearsal_bytes)
+        # the headers of the last lone frame as written (the rule reads no further), on
+        # which _Reader.rehearse runs the rule again
+        self.rehearsal = bytearray(ctx.rule.vnet_hdr_len + ctx.rule.l2_hdr_len + 64)
         self.rehearsal_n = 0
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
@@ -301,7 +299,7 @@ class _Reader:
             c[I_INLINE_BYTES] += n
         else:
             c[R_WRITE_ERROR] += 1
-        k = min(n, self.rehearsal_bytes)   # after the write: off the frame's path
+        k = min(n, len(self.rehearsal))   # after the write: off the frame's path
         self.rehearsal[:k] = view[:k]
         self.rehearsal_n = n
         self.stack.append(slot)
@@ -309,17 +307,15 @@ class _Reader:
         self.cnt.commit()
 
     def rehearse(self) -> None:
-        """Run the lone path's steps with no effect: its rule on a scratch copy of the last
-        lone frame (as written: reflected, so the rule checks it all and then refuses it
-        as not_mirrored), reads of the shared pages the path touches, and a commit of
-        unchanged counts. Its code and data (and their TLB entries, dear in a VM) are then
-        warm when the next lone frame comes: see _Warm."""
+        """Run the lone path's steps with no effect: its rule on a private copy of the last
+        lone frame's headers (as written: reflected, so the rule checks it all and then
+        refuses it as not_mirrored, and writes nothing), reads of the shared pages the path
+        touches, and a commit of unchanged counts. Its code and data (and their TLB
+        entries, dear in a VM) are then warm when the next lone frame comes: see _Warm."""
         n = self.rehearsal_n
         if not n:
             return
-        k = min(n, self.rehearsal_bytes)
-        self.scratch[:k] = self.rehearsal[:k]
-        mirror_frame(self.ctx.rule, self.scratch, n)
+        mirror_frame(self.ctx.rule, self.rehearsal, n)
         if self.stack:
             self.views[self.stack[-1]][0]   # noqa: B018 - the slot the next read fills
         self.free_ring._cur[0] + self.m.ctl[shm.READER_SEQ]   # noqa: B018

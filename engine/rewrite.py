@@ -58,8 +58,8 @@ FORWARD = 0
 _WORD_INDEX = np.arange(GATHER // 2)
 _SWAP4 = np.r_[IPV4_DST:IPV4_DST + 4, IPV4_SRC:IPV4_SRC + 4]
 _SWAP6 = np.r_[IPV6_DST:IPV6_DST + 16, IPV6_SRC:IPV6_SRC + 16]
-_GSO4 = (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4)   # GSO types valid for IPv4
-_GSO6 = (VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_GSO_UDP_L4)
+_GSO_FOR_VERSION = {4: (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4),
+                    6: (VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_GSO_UDP_L4)}
 
 
 @dataclass(frozen=True)
@@ -293,33 +293,28 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
         # least 0x4500), so it verifies exactly when it is a multiple of 0xFFFF
         if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:
             return R["bad_checksum"]
-        if vo:
-            flags, gso, start, off = _VNET.unpack_from(buf, 0)
-            if (gso & 0x7F) not in _GSO4 or (flags & VNET_F_NEEDS_CSUM and
-                                             start + off + 2 > length - vo):
-                return R["bad_vnet_hdr"]
+    elif ver == 6:
+        if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
+                                                  + IPV6_HEADER, n, IPV6_HEADER):
+            return R["malformed"]
+    else:
+        return R["not_ip"]
+    if vo:
+        flags, gso, start, off = _VNET.unpack_from(buf, 0)
+        if (gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (flags & VNET_F_NEEDS_CSUM and
+                                                         start + off + 2 > length - vo):
+            return R["bad_vnet_hdr"]
+    if ver == 4:
         v4 = rule._v4i
         if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
             return R["not_mirrored"]
         _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
-        if o != vo:
-            swap_macs_frame(buf, vo)
-        return FORWARD
-    if ver != 6:
-        return R["not_ip"]
-    if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
-                                              + IPV6_HEADER, n, IPV6_HEADER):
-        return R["malformed"]
-    if vo:
-        flags, gso, start, off = _VNET.unpack_from(buf, 0)
-        if (gso & 0x7F) not in _GSO6 or (flags & VNET_F_NEEDS_CSUM and
-                                         start + off + 2 > length - vo):
-            return R["bad_vnet_hdr"]
-    src = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
-    dst = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
-    if not rule.mirrors6(src, dst):
-        return R["not_mirrored"]
-    buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst + src
+    else:
+        src6 = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
+        dst6 = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
+        if not rule.mirrors6(src6, dst6):
+            return R["not_mirrored"]
+        buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst6 + src6
     if o != vo:
         swap_macs_frame(buf, vo)
     return FORWARD
