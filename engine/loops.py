@@ -51,6 +51,7 @@ IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd h
 BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader too
 CACHE_BYTES = 256 << 10  # big frames in flight on the inline path at most (see _Reader.run)
+LONE_BURST = 2  # frames the lone path takes in a row (a frame and the kernel's answer to it)
 
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
@@ -230,8 +231,7 @@ class _Reader:
                 n = read_one(top)
                 if n:
                     idle_since, spin_s = 0.0, ctx.spin_s
-                    want += 1
-                    self.lone(top, n)
+                    want += self.lone(top, n)
                     continue
                 want = 1
                 stack.append(top)
@@ -280,31 +280,56 @@ class _Reader:
         self.flush()
         self.cnt.commit()
 
-    def lone(self, slot: int, n: int) -> None:
+    def lone(self, slot: int, n: int) -> int:
         """One frame read while the device was idle: mirror and write it here and now, the
         shortest path through the engine (the process was likely asleep, and every line
-        run cold costs several times its warm price: docs/benchmarks.md). Anything out of
-        the ordinary (a truncated frame, TAP mode, frames in flight in the pipeline,
-        --inline never, --pcap) takes the general path."""
+        run cold costs several times its warm price: docs/benchmarks.md). The kernel often
+        answers a frame inside its write (an echo reply, a TCP ACK: queued on the device
+        before the write returns), so the next frame is read at once, before this one's
+        counts, and taken the same way: up to LONE_BURST frames are one journal batch,
+        counted and committed once they are all written. Returns the frames taken.
+        Anything out of the ordinary (a truncated first frame, TAP mode, frames in flight
+        in the pipeline, --inline never, --pcap) takes the general path."""
         if not self.lone_ok or n >= self.slot_size or self.pushed != self.free_ring._cur[0]:
             self.dispatch([slot], [n], True)
-            return
-        c, view = self.cnt.c, self.views[slot]
-        seq = self.journal(1, n)
-        reason = mirror_frame(self.ctx.rule, view, n)
-        if reason:
-            c[DROP_BASE + reason - 1] += 1
-        elif self.io.write_one(slot, n):
-            c[I_INLINE_FRAMES] += 1
-            c[I_INLINE_BYTES] += n
-        else:
-            c[R_WRITE_ERROR] += 1
-        k = min(n, len(self.rehearsal))   # after the write: off the frame's path
-        self.rehearsal[:k] = view[:k]
+            return 1
+        c, ctl, stack, io, rule = self.cnt.c, self.m.ctl, self.stack, self.io, self.ctx.rule
+        seq = self.journal(1)
+        taken = nbytes = 0
+        while True:
+            taken += 1
+            nbytes += n
+            view = self.views[slot]
+            if n >= self.slot_size:   # a later frame truncated by its read
+                c[R_TOO_BIG] += 1
+            else:
+                reason = mirror_frame(rule, view, n)
+                if reason:
+                    c[DROP_BASE + reason - 1] += 1
+                elif io.write_one(slot, n):
+                    c[I_INLINE_FRAMES] += 1
+                    c[I_INLINE_BYTES] += n
+                else:
+                    c[R_WRITE_ERROR] += 1
+            if taken == LONE_BURST or not stack:
+                break
+            nxt = stack.pop()
+            got = io.read_one(nxt)
+            if not got:
+                stack.append(nxt)
+                break
+            stack.append(slot)   # the frame before is written: its slot is free again
+            slot, n = nxt, got
+            ctl[shm.READER_PENDING] = taken + 1
+        # slot, n: the last frame taken
+        k = min(n, len(self.rehearsal))   # after the writes: off the frames' path
+        self.rehearsal[:k] = self.views[slot][:k]
         self.rehearsal_n = n
-        self.stack.append(slot)
+        stack.append(slot)
+        self.count_read(taken, nbytes)
         c[I_JOURNAL] = seq
         self.cnt.commit()
+        return taken
 
     def rehearse(self) -> None:
         """Run the lone path's steps with no effect: its rule on a private copy of the last
@@ -340,26 +365,30 @@ class _Reader:
             self.cnt.commit()
 
     def dispatch(self, slots: list, lens: list, drained: bool, nbytes: int = -1) -> None:
-        seq = self.journal(len(slots), sum(lens) if nbytes < 0 else nbytes)
+        seq = self.journal(len(slots))
+        self.count_read(len(slots), sum(lens) if nbytes < 0 else nbytes)
         self._dispatch(slots, lens, drained)
         # frames mirrored inline are counted as sent; the next exchange writes them
         self.m.ctl[shm.READER_UNSENT] = len(self.out_s)
         self.cnt.c[I_JOURNAL] = seq
         self.cnt.commit()
 
-    def journal(self, n: int, nbytes: int) -> int:
-        """Journal (recovery.recover_reader) a batch of n frames in hand and count it as
-        read; the caller commits the counts with the returned sequence number."""
-        c, ctl = self.cnt.c, self.m.ctl
+    def journal(self, n: int) -> int:
+        """Journal (recovery.recover_reader) a batch of n frames in hand; the caller counts
+        it (count_read) and commits the counts with the returned sequence number."""
+        ctl = self.m.ctl
         self.seq = seq = self.seq + 1
         ctl[shm.READER_PUSHED] = self.pushed
         ctl[shm.READER_PENDING] = n
         ctl[shm.READER_SEQ] = seq
+        return seq
+
+    def count_read(self, n: int, nbytes: int) -> None:
+        c = self.cnt.c
         c[I_IN_FRAMES] += n
         c[I_IN_BYTES] += nbytes
         c[I_BATCHES] += 1
         c[HIST_BASE + min(n.bit_length() - 1, 6)] += 1
-        return seq
 
     def _dispatch(self, slots: list, lens: list, drained: bool) -> None:
         c, n = self.cnt.c, len(slots)

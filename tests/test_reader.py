@@ -66,6 +66,44 @@ def test_lone_frame_is_mirrored_written_and_counted(tmp_path, efds):
     assert (row[F["in_frames"]], row[F["inline_frames"]]) == (1, 1)
 
 
+def _lone_first(r):
+    slot = r.stack.pop()
+    return r.lone(slot, r.io.read_one(slot))
+
+
+def test_the_lone_path_takes_the_next_frame_in_the_same_journal_batch(tmp_path, efds):
+    """A frame and the one queued behind it (the kernel's answer to the first write) are
+    written one after the other and counted as one batch of two, committed once."""
+    second = ipv4("198.18.0.1", "198.18.0.7", udp(1000, 2000, b"reply"))
+    third = ipv4("198.18.0.1", "198.18.0.8", udp(1000, 2000, b"later"))
+    r, m, dev, sink = _reader(tmp_path, efds, [PING, second, third])
+    slots = set(r.stack)
+    assert _lone_first(r) == loops.LONE_BURST == 2
+    assert set(r.stack) == slots   # every slot back
+    dev.close()
+    assert pcap.read_frames(str(sink)) == [swapped4(PING), swapped4(second)]  # not the third
+    row = m.counters[0]
+    assert (row[F["in_frames"]], row[F["inline_frames"]], row[F["batches"]]) == (2, 2, 1)
+    assert (row[F["batch_1"]], row[F["batch_2-3"]]) == (0, 1)
+    assert row[F["in_bytes"]] == row[F["inline_bytes"]] == len(PING) + len(second)
+    assert row[F["journal"]] == m.ctl[shm.READER_SEQ] and m.ctl[shm.READER_PENDING] == 2
+    assert bytes(r.rehearsal[:len(second)]) == swapped4(second)   # the last frame taken
+
+
+def test_the_lone_path_counts_a_truncated_or_refused_frame_of_its_batch(tmp_path, efds):
+    """A frame the rule refuses does not stop the next read; a truncated second frame
+    (as long as its slot) is counted too_big, never written."""
+    refused = ipv4("198.18.0.9", "198.18.0.5", udp(1, 2, b"not ours"))
+    big = ipv4("198.18.0.1", "198.18.0.5", udp(1, 2, bytes(400)))
+    r, m, dev, sink = _reader(tmp_path, efds, [refused, big])
+    assert _lone_first(r) == 2
+    dev.close()
+    assert pcap.read_frames(str(sink)) == []
+    row = m.counters[0]
+    assert (row[F["in_frames"]], row[F["inline_frames"]]) == (2, 0)
+    assert (row[F["drop_not_mirrored"]], row[F["drop_too_big"]]) == (1, 1)
+
+
 def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, efds,
                                                                     monkeypatch):
     r, m, dev, sink = _reader(tmp_path, efds, [PING])
