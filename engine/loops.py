@@ -211,8 +211,14 @@ class _Reader:
                 continue
             # Idle pipeline (every frame handed on came back through the free ring): all
             # rings are empty. One private int and one shared cursor, whatever the workers.
+            # What an idle pipeline's reader reads for its own inline path goes in no ring,
+            # so the rings' size (which shrinks as workers are added: 128 slots each for
+            # 4 workers with offload) must not cap it.
             idle = self.pushed == free_ring._cur[0]
-            room = rx[0].capacity if idle else min(r.space() for r in rx)
+            if idle:
+                room = batch if self.inline_backlog else rx[0].capacity
+            else:
+                room = min(r.space() for r in rx)
             if room:
                 blocked_since = 0.0
             else:

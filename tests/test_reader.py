@@ -1,6 +1,8 @@
 """The reader (engine/loops.py _Reader) built over the in-memory device and private memory:
 its read size per step, its lone-frame path and the rehearsal of that path."""
 import ipaddress
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -53,6 +55,29 @@ def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
         tmp_path, efds, workers, inline, batch, expected):
     r = _reader(tmp_path, efds, [PING], workers, inline, batch)[0]
     assert r.read_max == expected
+
+
+def test_the_inline_path_reads_past_the_size_of_the_worker_rings(tmp_path, efds):
+    """Frames the reader mirrors itself go in no ring, so the rings' capacity (16 here;
+    with offload, 128 each at 4 workers) does not cap its read size: with the pipeline
+    idle, a step reads up to --batch."""
+    frames = [ipv4("198.18.0.1", f"198.18.0.{2 + i % 200}", udp(1000 + i, 2000, b"x"))
+              for i in range(200)]
+    r, m, dev, sink = _reader(tmp_path, efds, frames, workers=4, inline="always", batch=64)
+    assert r.rx[0].capacity == 16
+    done = threading.Thread(target=r.run)
+    done.start()
+    try:
+        deadline = time.monotonic() + 10
+        while m.counters[0][F["inline_frames"]] < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        m.ctl[shm.STOP] = 1
+        done.join(5)
+    dev.close()
+    row = m.counters[0]
+    assert row[F["inline_frames"]] == len(frames)
+    assert row[F["batch_32-63"]] + row[F["batch_64+"]] > 0
 
 
 def test_lone_frame_is_mirrored_written_and_counted(tmp_path, efds):
