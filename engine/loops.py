@@ -37,7 +37,7 @@ from . import l2, recovery, shard, shm
 from .capture import Capture
 from .config import MAX_BATCH
 from .handles import InheritedFd
-from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame
+from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame, reflect
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .tun.slots import slot_io, u32
 from .wake import Sleeper, Waker
@@ -342,13 +342,15 @@ class _Reader:
 
     def rehearse(self) -> None:
         """Run the lone path's steps with no effect: its rule on a private copy of the last
-        lone frame's headers (as written: reflected, so the rule checks it all and then
-        refuses it as not_mirrored, and writes nothing), reads of the shared pages the path
-        touches, and a commit of unchanged counts. Its code and data (and their TLB
-        entries, dear in a VM) are then warm when the next lone frame comes: see _Warm."""
+        lone frame's headers (kept as written; turned back into the frame as read first,
+        so the rule runs its whole forwarding path, swap included, and leaves the copy as
+        it was), reads of the shared pages the path touches, and a commit of unchanged
+        counts. Its code and data (and their TLB entries, dear in a VM) are then warm when
+        the next lone frame comes: see _Warm."""
         n = self.rehearsal_n
         if not n:
             return
+        reflect(self.rehearsal, self.vo)
         mirror_frame(self.ctx.rule, self.rehearsal, n)
         if self.stack:
             self.views[self.stack[-1]][0]   # noqa: B018 - the slot the next read fills

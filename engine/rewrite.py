@@ -320,5 +320,19 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
     return FORWARD
 
 
+def reflect(buf, o: int) -> None:
+    """Swap source and destination of the IPv4 or IPv6 header at buf[o:] in place, with no
+    check at all: for a private copy of a header the rule has already seen (the lone
+    path's rehearsal, engine/loops.py). Anything else is left as it is."""
+    ver = buf[o] >> 4
+    if ver == 4:
+        src, dst = _ADDR4.unpack_from(buf, o + IPV4_SRC)
+        _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
+    elif ver == 6:
+        src6 = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
+        buf[o + IPV6_SRC:o + IPV6_DST] = buf[o + IPV6_DST:o + IPV6_DST + 16]
+        buf[o + IPV6_DST:o + IPV6_DST + 16] = src6
+
+
 def _length_ok_one(rule: Mirror, claimed: int, n: int, least: int) -> bool:
     return claimed == n or (rule.l2_hdr_len != 0 and n == ETH_MIN_PAYLOAD and least <= claimed < n)

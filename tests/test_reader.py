@@ -149,8 +149,10 @@ def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, ef
     stack = list(r.stack)
     for _ in range(3):
         r.rehearse()
-    # the rule ran on a copy of the frame as written, and refused it (it is a reply)
-    assert seen[1:] == [(swapped4(PING), "not_mirrored")] * 3
+    # the rule ran its forwarding path on a copy of the frame as read, which it swapped
+    # back into the frame as written
+    assert seen[1:] == [(swapped4(PING), "forward")] * 3
+    assert bytes(r.rehearsal[:len(PING)]) == swapped4(PING)
     dev.close()
     assert (m.counters == counters).all()
     assert (np.array(m.ctl) == ctl).all()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.rewrite import FORWARD, R, Mirror, mirror_batch, mirror_frame
+from engine.rewrite import FORWARD, R, Mirror, mirror_batch, mirror_frame, reflect
 from packets import ipv4, ipv6, swapped4, swapped6, tcp, udp, vnet
 
 RULE = Mirror(ipaddress.ip_interface("198.18.0.1/24"), ipaddress.ip_interface("2001:db8::1/64"))
@@ -203,3 +203,19 @@ def test_vnet_any_bytes(frames):
 def test_stale_slot_bytes_never_change_the_verdict(frame, stale):
     """Bytes past a frame's end (left by an earlier, longer frame) are never judged."""
     assert run_batch([frame], stale=stale)[0] == run_batch([frame], stale=255 - stale)[0]
+
+
+def test_reflect_swaps_the_addresses_of_either_version_and_leaves_anything_else():
+    """reflect() (the rehearsal's un-swap) is its own inverse, and a mirrored frame is the
+    reflection of the frame as read."""
+    v4 = ipv4("198.18.0.1", "198.18.0.5", udp(1, 2, b"x"))
+    v6 = ipv6("2001:db8::1", "2001:db8::5", udp(1, 2, b"x"))
+    for pkt, mirrored in ((v4, swapped4(v4)), (v6, swapped6(v6))):
+        buf = bytearray(bytes(3) + pkt)
+        reflect(buf, 3)
+        assert bytes(buf[3:]) == mirrored
+        reflect(buf, 3)
+        assert bytes(buf[3:]) == pkt
+    junk = bytearray(b"\x50" + bytes(59))
+    reflect(junk, 0)
+    assert junk == bytearray(b"\x50" + bytes(59))
