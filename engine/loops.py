@@ -308,11 +308,10 @@ class _Reader:
         while True:
             taken += 1
             nbytes += n
-            view = self.views[slot]
             if n >= self.slot_size:   # a later frame truncated by its read
                 c[R_TOO_BIG] += 1
             else:
-                reason = mirror_frame(rule, view, n)
+                reason = mirror_frame(rule, self.views[slot], n)
                 if reason:
                     c[DROP_BASE + reason - 1] += 1
                 elif io.write_one(slot, n):
