@@ -166,7 +166,7 @@ def render(title: str, panels: Sequence[Panel], width: int = 460, height: int = 
     total_h = height + 40 + (16 if note else 0)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
            f'viewBox="0 0 {total_w} {total_h}" font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="{total_w / 2:.1f}" y="22" text-anchor="middle" font-size="15" '
            f'font-weight="bold">{escape(title)}</text>']
     for i, p in enumerate(panels):
