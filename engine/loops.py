@@ -349,7 +349,7 @@ class _Reader:
         n = self.rehearsal_n
         if not n:
             return
-        reflect(self.rehearsal, self.vo)
+        reflect(self.rehearsal, self.ip_o)   # the lone path runs only where ip_o == vo (TUN)
         mirror_frame(self.ctx.rule, self.rehearsal, n)
         if self.stack:
             self.views[self.stack[-1]][0]   # noqa: B018 - the slot the next read fills
