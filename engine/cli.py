@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
                    help="pass GSO/TSO super-packets through (IFF_VNET_HDR; default on)")
     p.add_argument("--batch", type=int, default=256, dest="batch_size",
-                   help="frames a worker rewrites at once (default 256); the reader reads "
-                        "up to this many per worker in one step, at most 1024")
+                   help="frames the reader reads per worker in one step (default 256; "
+                        "at most 1024 a step); a worker that fell behind takes up to 1024")
     p.add_argument("--pool-mib", type=int, default=0,
                    help="shared frame memory in MiB (default 32 with offload, else 8)")
     p.add_argument("--spin-us", type=int, default=50,

@@ -55,6 +55,11 @@ PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader t
 # fewer steps per byte, each with its fixed Python cost); 768 KiB and 1 MiB slower.
 CACHE_BYTES = 512 << 10
 LONE_BURST = 2  # frames the lone path takes in a row (a frame and the kernel's answer to it)
+# Frames a worker (or the writer) takes from a ring at once: all that is queued, up to
+# this. A run's fixed cost (60-90 us of numpy calls on the test VM) is paid per run, so
+# a worker that fell behind catches up in one long run rather than in --batch pieces:
+# pipeline benchmark, 64 B, 1 / 4 workers: 1.55M / 1.18M -> 2.18M / 1.52M frames/s.
+RUN_MAX = MAX_BATCH
 
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")
 R_RING_FULL = DROP_BASE + DROP_REASONS.index("ring_full")
@@ -181,9 +186,12 @@ class _Reader:
         # Frames one step reads at most. Split by flow hash, a batch leaves each of W
         # workers about 1/W of it, and a worker's rewrite costs a fixed numpy overhead per
         # run: so when the workers take the backlog, read a batch per worker and each still
-        # gets a full vector (--batch is the vector size a worker runs; with a fixed read
+        # gets a full vector (--batch is what each worker gets per step; with a fixed read
         # size 4 workers on 2 CPUs ran 43 % slower than 1: docs/benchmarks.md).
         self.read_max = ctx.batch if self.inline_backlog else min(ctx.batch * self.W, MAX_BATCH)
+        # Under backlog, the least ring room worth a step: a quarter of a ring (512 of
+        # 2048 slots without offload, 32 of 128 with it at 4 workers).
+        self.hold_for = self.rx[0].capacity // 4
         self.vo = self.dev.vnet_hdr_len
         self.ip_o = self.vo + ctx.rule.l2_hdr_len   # where the IP header starts
         self.lone_ok = self.inline_ok and self.ip_o == self.vo and not self.capture
@@ -216,22 +224,26 @@ class _Reader:
             # 4 workers with offload) must not cap it.
             idle = self.pushed == free_ring._cur[0]
             if idle:
-                room = batch if self.inline_backlog else rx[0].capacity
+                room, need = (batch if self.inline_backlog else rx[0].capacity), 1
             else:
                 room = min(r.space() for r in rx)
-            if room:
+                # Behind workers: wait until a real step fits. Crumbs of steps would each
+                # pay the reader's fixed cost and cut the workers' runs short, in the
+                # very moment the workers are the bottleneck.
+                need = max(1, min(want, self.hold_for))
+            if room >= need:
                 blocked_since = 0.0
             else:
-                # A worker's ring is full. Hold back a moment (the kernel queues, or drops,
-                # what we do not read); past BACKPRESSURE_S read anyway and drop that ring's
-                # frames as ring_full, so one stuck worker cannot stall the others.
+                # A worker's ring is (nearly) full. Hold back a moment (the kernel queues,
+                # or drops, what we do not read); past BACKPRESSURE_S read anyway and drop
+                # what does not fit as ring_full, so one stuck worker cannot stall the others.
                 now = time.perf_counter()
                 blocked_since = blocked_since or now
                 if self.lossless or now - blocked_since < BACKPRESSURE_S:
                     self.flush()
-                    self.room_sleeper.sleep(lambda: min(r.space() for r in rx) > 0, 0.0005)
+                    self.room_sleeper.sleep(lambda: min(r.space() for r in rx) >= need, 0.0005)
                     continue
-                room = batch
+                room = room or batch
             if want <= 2 and not self.out_s:
                 # The device was idle: probe with one plain read, and sleep when nothing
                 # is there. A lone frame (a ping, an ACK) is mirrored and written at once
@@ -260,8 +272,8 @@ class _Reader:
                 else:
                     self.dev.wait(IDLE_TIMEOUT)
                 continue
-            # Write what the last batch mirrored and read up to twice what the last read
-            # got plus one, up to a batch (NAPI-like), in one step (one io_uring syscall).
+            # Write what the last batch mirrored and read the next batch (its size:
+            # _next_read) in one step (one io_uring syscall).
             k = min(batch, room, len(stack), want)
             rs = stack[len(stack) - k:]
             del stack[len(stack) - k:]
@@ -276,13 +288,13 @@ class _Reader:
                 want = 1
                 continue
             nbytes = sum(got_l)
-            # Twice the last read plus one. When the reader writes the backlog itself, big
-            # frames (offload super-packets) no more than CACHE_BYTES in flight: a batch of
-            # 64 KiB frames read into 64 different slots would leave the CPU cache before
-            # the write copies them out. Not when the workers take it: they need full
-            # runs (1500-byte frames capped at 170 a step split into runs of 42 at 4
-            # workers, and 1 -> 4 workers lost 61 % on the pipeline benchmark).
-            want = 2 * n + 1
+            want = _next_read(want, k, n)
+            # When the reader writes the backlog itself, big frames (offload
+            # super-packets) no more than CACHE_BYTES in flight: a batch of 64 KiB frames
+            # read into 64 different slots would leave the CPU cache before the write
+            # copies them out. Not when the workers take it: they need full runs
+            # (1500-byte frames capped at 170 a step split into runs of 42 at 4 workers,
+            # and 1 -> 4 workers lost 61 % on the pipeline benchmark).
             if self.inline_backlog:
                 want = min(want, max(2, CACHE_BYTES * n // nbytes))
             self.dispatch(got_s, got_l, n < k, nbytes)
@@ -536,6 +548,14 @@ class _Reader:
         c[I_OUT_BYTES] += int(lens.sum()) - refused_bytes
 
 
+def _next_read(want: int, asked: int, got: int) -> int:
+    """Frames the next step reads (before the caps of the step itself), NAPI-like: twice
+    what a read that drained the device got, plus one. A read that got all it asked for
+    never shrinks it: a step cut short by ring room or free slots says nothing about the
+    device (it did: behind workers, the reader then read ever smaller steps)."""
+    return 2 * got + 1 if got < asked else max(want, 2 * got + 1)
+
+
 class _Warm:
     """Short naps after traffic. A Python process woken after a few idle milliseconds runs
     its first frames several times slower than when warm (caches, TLB, a halted vCPU; on
@@ -582,7 +602,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     sleeper = Sleeper(m.flag(1 + i), ctx.efds[1 + i])
     cnt = Counters(m.counters[1 + i])
     c = cnt.c
-    rule, batch = ctx.rule, ctx.batch
+    rule = ctx.rule
     recovery.recover_worker(m, i, rx, tx, sleeper, c)
     cnt.commit()
     _warm_up(rule, ctx.workers)
@@ -594,7 +614,7 @@ def worker_loop(ctx: Context, i: int) -> None:
 
     idle_since = 0.0
     while True:
-        start, n = rx.peek(batch)
+        start, n = rx.peek(RUN_MAX)
         if not n:
             if _stopping(m) and m.ctl[shm.READER_DONE] and not rx.available():
                 break
@@ -697,7 +717,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     if m is None:
         _child_setup()
         m = shm.attach(ctx.prefix, ctx.layout)
-    W, batch = ctx.workers, ctx.batch
+    W = ctx.workers
     views = m.slot_views()
     io = slot_io(ctx.device, m.frames)
     tx = [m.tx(i) for i in range(W)]
@@ -722,7 +742,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     while True:
         moved = 0
         for i, t in enumerate(tx):
-            start, n = t.peek(batch)
+            start, n = t.peek(RUN_MAX)
             if not n:
                 continue
             fill = t.fill()

@@ -56,6 +56,7 @@ R = {name: i + 1 for i, name in enumerate(DROP_REASONS)}
 FORWARD = 0
 
 _WORD_INDEX = np.arange(GATHER // 2)
+_ONES5 = np.ones(5)
 _SWAP4 = np.r_[IPV4_DST:IPV4_DST + 4, IPV4_SRC:IPV4_SRC + 4]
 _SWAP6 = np.r_[IPV6_DST:IPV6_DST + 16, IPV6_SRC:IPV6_SRC + 16]
 _GSO_FOR_VERSION = {4: (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4),
@@ -79,6 +80,7 @@ class Mirror:
     _v4: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v6: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v4i: Optional[tuple] = field(init=False, repr=False, compare=False)
+    _v4w: Optional[tuple] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         v4 = v6 = None
@@ -95,6 +97,13 @@ class Mirror:
             a, m, n, b = (int.from_bytes(x, "big") for x in v4)
             v4i = (a, m, n, frozenset((n, b, a)))
         object.__setattr__(self, "_v4i", v4i)
+        v4w = None
+        if v4 is not None:  # _forward_all4: words 0, 3, 4 of the header (LE) under a mask
+            a, m, n, b = (_le32(x) for x in v4)
+            v4w = (np.array([0xFF, 0, 0, 0xFFFFFFFF, m], np.uint32),
+                   np.array([0x45, 0, 0, a, n], np.uint32),
+                   np.array([n, b, a], np.uint32))      # destinations never reflected to
+        object.__setattr__(self, "_v4w", v4w)
         object.__setattr__(self, "_v6", v6)
 
     def mirrors6(self, src: bytes, dst: bytes) -> bool:
@@ -134,6 +143,8 @@ def _mirror_ip(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
     path, and exact per-frame reasons are worked out only for batches with drops."""
     vo = rule.vnet_hdr_len
     o = vo + rule.l2_hdr_len                  # the IP header
+    if len(slots) and frames[slots[0], o] == 0x45 and _forward_all4(rule, frames, slots, lengths, o):
+        return np.zeros(len(slots), np.uint8)
     ip = frames[slots, o:o + GATHER]          # (n, 60) contiguous copy: the one gather
     L = lengths.astype(np.int64)
     if o:
@@ -164,6 +175,42 @@ def _mirror_ip(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
     if ok.all():
         return np.zeros(len(slots), np.uint8)
     return _reasons(rule, frames, slots, ip, L, ok, is4, is6, vo)
+
+
+def _forward_all4(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
+                  lengths: np.ndarray, o: int) -> bool:
+    """The common batch in a dozen numpy calls (the general path takes about thirty, and
+    on the test VM each costs 1-4 us whatever the batch size): every frame IPv4 without
+    options, well formed, verifying and mirrored. Then it swaps them all and returns True;
+    otherwise it changes nothing and returns False, and the general path judges each
+    frame. Same verdicts as `_ok4` (property-tested against `mirror_frame`)."""
+    if rule._v4w is None:
+        return False
+    mask, expect, never = rule._v4w
+    n = len(slots)
+    h = frames[:, o:o + 20].view("V20")[:, 0][slots].view(np.uint8).reshape(n, 20)
+    w = h.view("<u4")                          # (n, 5) header words, little-endian
+    # version 4 and IHL 5, source the device's address, destination in the prefix
+    if ((w & mask) != expect).any():
+        return False
+    total = h[:, 2:4].view(">u2")[:, 0]
+    L = lengths - o if o else lengths
+    if (total != L).any() or (total < IPV4_MIN_HEADER).any():
+        return False
+    if (w[:, 4:5] == never).any():             # the network, broadcast or own address
+        return False
+    # RFC 1071 over 32-bit words: 2**16 == 1 (mod 0xFFFF), so the sum of the five words
+    # is congruent to the sum of the ten 16-bit words (see _checksum_ok); float64 holds
+    # it exactly, and the product with ones runs in BLAS. Never 0: the first byte is 0x45.
+    if (w.astype(np.float64) @ _ONES5 % 0xFFFF).any():
+        return False
+    vo = rule.vnet_hdr_len
+    if vo and not _vnet_ok(frames[slots, :vo], L + rule.l2_hdr_len, 4).all():
+        return False
+    pair = h[:, IPV4_SRC:IPV4_DST + 4].view("<u8")[:, 0]   # src | dst << 32
+    frames[:, o + IPV4_SRC:o + IPV4_DST + 4].view("<u8")[:, 0][slots] = \
+        (pair << np.uint64(32)) | (pair >> np.uint64(32))
+    return True
 
 
 def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:

@@ -158,3 +158,38 @@ def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, ef
     assert (np.array(m.ctl) == ctl).all()
     assert (m.frames == pool).all() and r.stack == stack
     assert pcap.read_frames(str(sink)) == [swapped4(PING)]   # nothing more written
+
+
+def test_only_a_read_that_drained_the_device_shrinks_the_next_one():
+    assert loops._next_read(1, 1, 1) == 3            # all it asked for: grow
+    assert loops._next_read(1024, 100, 100) == 1024  # cut short by room: no smaller
+    assert loops._next_read(1024, 100, 40) == 81     # the device ran dry: follow it
+
+
+def test_behind_workers_the_reader_waits_for_room_for_a_real_step(tmp_path, efds):
+    """A slow worker frees its full ring one frame at a time: the reader does not follow
+    it with one-frame steps (each paying a step's fixed cost while the worker is the
+    bottleneck), it waits until a quarter ring is free. Only the probes and the ramp of
+    the first steps, with the ring empty, are that small."""
+    frames = [ipv4("198.18.0.1", f"198.18.0.{2 + i % 200}", udp(1000 + i, 2000, b"x"))
+              for i in range(48)]
+    r, m, dev, sink = _reader(tmp_path, efds, frames, workers=1, inline="never")
+    rx = r.rx[0]
+    assert rx.capacity == 16
+    done = threading.Thread(target=r.run)
+    done.start()
+    try:
+        deadline = time.monotonic() + 10
+        while m.counters[0][F["in_frames"]] < len(frames) and time.monotonic() < deadline:
+            if rx.available():   # the slow worker: one frame every 2 ms
+                rx.peek(1)
+                rx.release(1)
+            time.sleep(0.002)
+    finally:
+        m.ctl[shm.STOP] = 1
+        done.join(5)
+    dev.close()
+    row = m.counters[0]
+    assert row[F["in_frames"]] == len(frames)
+    assert row[F["batch_1"]] <= 2 and row[F["batch_2-3"]] <= 1, \
+        [int(row[F[f"batch_{b}"]]) for b in ("1", "2-3", "4-7", "8-15")]

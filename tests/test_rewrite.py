@@ -219,3 +219,48 @@ def test_reflect_swaps_the_addresses_of_either_version_and_leaves_anything_else(
     junk = bytearray(b"\x50" + bytes(59))
     reflect(junk, 0)
     assert junk == bytearray(b"\x50" + bytes(59))
+
+
+# ---- the all-forward IPv4 batch (rewrite._forward_all4) ---------------------------
+def good4(i: int, payload: int = 5) -> bytes:
+    return ipv4(A, f"198.18.0.{2 + i % 250}", udp(1000 + i, 2000, b"p" * payload))
+
+
+@pytest.mark.parametrize("name,frame,want,out", CASES, ids=[c[0] for c in CASES])
+def test_one_bad_frame_among_good_ipv4_gets_its_own_verdict(name, frame, want, out):
+    """The all-forward shortcut either takes the whole batch or none of it: one frame
+    anywhere in a batch of good IPv4 frames gets the verdict it gets alone."""
+    for at in (0, 3, 6):
+        frames = [good4(i) for i in range(6)]
+        frames.insert(at, frame)
+        got, data = run_batch(frames)
+        assert got == ["forward"] * at + [want] + ["forward"] * (6 - at)
+        assert [d for k, d in enumerate(data) if k != at] == \
+            [swapped4(f) for k, f in enumerate(frames) if k != at]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 200), min_size=1, max_size=12), st.data())
+def test_good_ipv4_batches_with_a_mutation_agree_with_the_scalar_rule(sizes, data):
+    for rule, head in ((RULE, b""), (VNET_RULE, vnet())):
+        frames = [head + good4(i, n) for i, n in enumerate(sizes)]
+        if data.draw(st.booleans()):
+            k = data.draw(st.integers(0, len(frames) - 1))
+            frames[k] = data.draw(mutated(frames[k]))[:SLOT]
+        got, out = run_batch(frames, rule)
+        assert [(g, o) for g, o in zip(got, out)] == [run_scalar(f, rule) for f in frames]
+
+
+def test_a_header_completed_by_stale_slot_bytes_is_malformed_in_any_batch():
+    """A 16-byte frame whose length field says 16 and whose checksum counts the 4 stale
+    bytes after it (a destination left in the slot by an earlier frame) is a truncated
+    header, alone or among good frames, never a frame to reflect."""
+    whole = ipv4(A, PEER, total_length=16)    # the checksum covers all 20 bytes
+    for batch in ([whole], [good4(1), whole, good4(2)]):
+        pool = np.zeros((len(batch) + 1, SLOT), np.uint8)
+        for s, f in enumerate(batch):
+            pool[s, :len(f)] = np.frombuffer(f, np.uint8)
+        slots = np.arange(len(batch), dtype=np.uint32)
+        lens = np.array([16 if f is whole else len(f) for f in batch], np.uint32)
+        got = [R_NAME[r] for r in mirror_batch(RULE, pool, slots, lens)]
+        assert got == ["forward" if f is not whole else "malformed" for f in batch]
