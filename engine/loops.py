@@ -56,9 +56,10 @@ PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader t
 CACHE_BYTES = 512 << 10
 LONE_BURST = 2  # frames the lone path takes in a row (a frame and the kernel's answer to it)
 # Frames a worker (or the writer) takes from a ring at once: all that is queued, up to
-# this. A run's fixed cost (60-90 us of numpy calls on the test VM) is paid per run, so
-# a worker that fell behind catches up in one long run rather than in --batch pieces:
-# pipeline benchmark, 64 B, 1 / 4 workers: 1.55M / 1.18M -> 2.18M / 1.52M frames/s.
+# this. Most of a run's cost is fixed (numpy calls run cold after a process switch: on
+# the test VM 115-185 us in the rule for about 330 frames), so a worker that fell behind
+# catches up in one long run rather than in --batch pieces: pipeline benchmark, 64 B,
+# 1 / 4 workers: 1.55M / 1.18M -> 2.18M / 1.52M frames/s.
 RUN_MAX = MAX_BATCH
 
 R_TOO_BIG = DROP_BASE + DROP_REASONS.index("too_big")

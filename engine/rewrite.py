@@ -143,7 +143,8 @@ def _mirror_ip(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
     path, and exact per-frame reasons are worked out only for batches with drops."""
     vo = rule.vnet_hdr_len
     o = vo + rule.l2_hdr_len                  # the IP header
-    if len(slots) and frames[slots[0], o] == 0x45 and _forward_all4(rule, frames, slots, lengths, o):
+    if len(slots) and frames[slots[0], o] == 0x45 and \
+            _forward_all4(rule, frames, slots, lengths, o):
         return np.zeros(len(slots), np.uint8)
     ip = frames[slots, o:o + GATHER]          # (n, 60) contiguous copy: the one gather
     L = lengths.astype(np.int64)
@@ -269,9 +270,10 @@ def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _vnet_ok(vh: np.ndarray, L: np.ndarray, ver: np.ndarray) -> np.ndarray:
-    """virtio_net_hdr sanity: a GSO type we enabled and that matches the IP version, and a
-    checksum-offload span inside the packet. The kernel validates again on write."""
+def _vnet_ok(vh: np.ndarray, L: np.ndarray, ver) -> np.ndarray:
+    """virtio_net_hdr sanity: a GSO type we enabled and that matches the IP version (`ver`:
+    per frame, or one for all), and a checksum-offload span inside the packet. The kernel
+    validates again on write."""
     gso = vh[:, 1] & np.uint8(0x7F)                 # without VNET_GSO_ECN
     needs = (vh[:, 0] & VNET_F_NEEDS_CSUM) != 0
     if not gso.any() and not needs.any():

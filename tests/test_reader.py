@@ -45,6 +45,21 @@ def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8):
     return _Reader(ctx, m), m, dev, sink
 
 
+def _run_until(r, m, done, each=lambda: None, every=0.01, timeout=10):
+    """Run the reader in a thread until done() (or the timeout), calling each() every
+    `every` seconds meanwhile; then stop it."""
+    t = threading.Thread(target=r.run)
+    t.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            each()
+            time.sleep(every)
+    finally:
+        m.ctl[shm.STOP] = 1
+        t.join(5)
+
+
 @pytest.mark.parametrize("workers,inline,batch,expected", [
     (4, "never", 8, 32),       # the workers take the backlog: a batch per worker
     (4, "never", 512, 1024),   # ... up to MAX_BATCH
@@ -65,15 +80,7 @@ def test_the_inline_path_reads_past_the_size_of_the_worker_rings(tmp_path, efds)
               for i in range(200)]
     r, m, dev, sink = _reader(tmp_path, efds, frames, workers=4, inline="always", batch=64)
     assert r.rx[0].capacity == 16
-    done = threading.Thread(target=r.run)
-    done.start()
-    try:
-        deadline = time.monotonic() + 10
-        while m.counters[0][F["inline_frames"]] < len(frames) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        m.ctl[shm.STOP] = 1
-        done.join(5)
+    _run_until(r, m, lambda: m.counters[0][F["inline_frames"]] >= len(frames))
     dev.close()
     row = m.counters[0]
     assert row[F["inline_frames"]] == len(frames)
@@ -176,18 +183,12 @@ def test_behind_workers_the_reader_waits_for_room_for_a_real_step(tmp_path, efds
     r, m, dev, sink = _reader(tmp_path, efds, frames, workers=1, inline="never")
     rx = r.rx[0]
     assert rx.capacity == 16
-    done = threading.Thread(target=r.run)
-    done.start()
-    try:
-        deadline = time.monotonic() + 10
-        while m.counters[0][F["in_frames"]] < len(frames) and time.monotonic() < deadline:
-            if rx.available():   # the slow worker: one frame every 2 ms
-                rx.peek(1)
-                rx.release(1)
-            time.sleep(0.002)
-    finally:
-        m.ctl[shm.STOP] = 1
-        done.join(5)
+
+    def slow_worker():   # one frame every 2 ms
+        if rx.available():
+            rx.peek(1)
+            rx.release(1)
+    _run_until(r, m, lambda: m.counters[0][F["in_frames"]] >= len(frames), slow_worker, 0.002)
     dev.close()
     row = m.counters[0]
     assert row[F["in_frames"]] == len(frames)
