@@ -177,7 +177,7 @@ def test_behind_workers_the_reader_waits_for_room_for_a_real_step(tmp_path, efds
     """A slow worker frees its full ring one frame at a time: the reader does not follow
     it with one-frame steps (each paying a step's fixed cost while the worker is the
     bottleneck), it waits until a quarter ring is free. Only the probes and the ramp of
-    the first steps, with the ring empty, are that small."""
+    the first steps, with the ring empty, and the last frames are that small."""
     frames = [ipv4("198.18.0.1", f"198.18.0.{2 + i % 200}", udp(1000 + i, 2000, b"x"))
               for i in range(48)]
     r, m, dev, sink = _reader(tmp_path, efds, frames, workers=1, inline="never")
@@ -192,5 +192,7 @@ def test_behind_workers_the_reader_waits_for_room_for_a_real_step(tmp_path, efds
     dev.close()
     row = m.counters[0]
     assert row[F["in_frames"]] == len(frames)
-    assert row[F["batch_1"]] <= 2 and row[F["batch_2-3"]] <= 1, \
+    # two probes, the ramp's step of 3, the last frames left in the device: at most 4
+    # steps under 4 frames (the reader that followed the worker took 34 one-frame steps)
+    assert row[F["batch_1"]] + row[F["batch_2-3"]] <= 4, \
         [int(row[F[f"batch_{b}"]]) for b in ("1", "2-3", "4-7", "8-15")]
