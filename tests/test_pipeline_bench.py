@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "tools" / "bench" / "pipeline_bench.py"
 
@@ -24,5 +26,19 @@ def test_pipeline_bench_quick(tmp_path):
         assert r["fps"] > 0 and r["engine_rc"] == 0, r
         # the reader read, the workers rewrote every frame (--inline never)
         assert sum(r["batches"][f"worker{i}"] for i in range(r["workers"])) > 0, r
-    assert "| 64 B | 2 |" in md.read_text()
+    report = md.read_text()
+    assert "| 64 B | 2 |" in report
+    assert "64 B 1 → 2 workers" in report and "CPU µs per frame" in report
     assert svg.read_text().startswith("<svg")
+
+
+def test_scaling_and_cpu_per_frame_from_a_summary():
+    sys.path.insert(0, str(BENCH.parent))
+    import pipeline_bench as pb
+    summary = [{"size": 64, "workers": w, "fps": {"median": f}} for w, f in
+               ((1, 2.0e6), (2, 1.5e6), (4, 1.8e6))]
+    assert pb.scaling(summary) == [(64, 1, 2, -0.25), (64, 1, 4, pytest.approx(-0.1))]
+    run = {"cpu_pct": {"reader": 50.0, "worker0": 40.0, "worker1": 40.0, "writer": 10.0},
+           "window_s": 2.0, "frames": 1_000_000}
+    assert pb.cpu_per_frame(run) == pytest.approx(
+        {"reader": 1.0, "workers": 1.6, "writer": 0.2, "total": 2.8})
