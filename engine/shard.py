@@ -16,6 +16,9 @@ scalar form for a handful of frames, where numpy's per-call cost dominates.
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import numpy as np
 
 PROTO_TCP = 6
@@ -23,16 +26,23 @@ IPV4_FRAG_MASK = 0x3FFF  # MF flag + fragment offset (RFC 791); DF (0x4000) excl
 GATHER = 64  # enough for an IPv4 header with options plus the ports behind it
 _M1 = 0x9E3779B1  # odd 32-bit multiplier (golden ratio): spreads the key over the word
 _MASK32 = 0xFFFFFFFF
+_TOP_HALF = 1 if sys.byteorder == "little" else 0  # of a uint32 seen as two uint16
 
 
 def _finish(k: int, workers: int) -> int:
-    """Mix the 32-bit key and map it onto [0, workers) by its high bits (Lemire's
-    multiply-shift), so variation anywhere in the key (an address's last byte sits in the
-    top byte of a little-endian word) reaches the result."""
+    """Mix the 32-bit key and map it onto [0, workers): Fibonacci hashing (the top 16 bits
+    of the key times an odd constant, after folding the key's top half onto its bottom,
+    so variation anywhere in the key reaches them: an address's last byte sits in the
+    top byte of a little-endian word), scaled by Lemire's multiply-shift. The vector form
+    does the last step as one lookup in a table of 2**16 entries (`_table`)."""
     k ^= k >> 16
-    h = (k * _M1) & _MASK32
-    h ^= h >> 16
-    return (h * workers) >> 32
+    return ((((k * _M1) & _MASK32) >> 16) * workers) >> 16
+
+
+@functools.lru_cache(maxsize=None)
+def _table(workers: int) -> np.ndarray:
+    """The last step of `_finish` for every top half, for one worker count (64 KiB)."""
+    return ((np.arange(1 << 16, dtype=np.uint32) * workers) >> 16).astype(np.uint8)
 
 
 def flow_key_one(buf, o: int, length: int) -> int:
@@ -67,10 +77,12 @@ def worker_of_one(buf, o: int, length: int, workers: int) -> int:
 
 def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int,
               workers: int) -> np.ndarray:
-    """Worker index for every frame in `frames[slots]` (IP header at offset `o`)."""
+    """Worker index (uint8) for every frame in `frames[slots]` (IP header at offset `o`).
+    The reader runs this on every batch it hands on, so the common case takes about ten
+    numpy calls (each costs a microsecond or more whatever the batch size)."""
     n = len(slots)
     if workers == 1 or not n:
-        return np.zeros(n, np.intp)
+        return np.zeros(n, np.uint8)
     if int(lengths.min()) >= o + 24:
         # IPv4 without options, the common case, from a 24-byte gather: the header and
         # the ports, one memcpy per frame (each row seen as one void item)
@@ -91,11 +103,11 @@ def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int
 
 
 def _spread(k: np.ndarray, workers: int) -> np.ndarray:
-    """`_finish` for a whole batch of uint32 keys (uint32 products wrap mod 2**32)."""
+    """`_finish` for a whole batch of uint32 keys (changed in place) in four numpy calls:
+    uint32 products wrap mod 2**32, and the top halves are a view."""
     k ^= k >> 16
     k *= np.uint32(_M1)
-    k ^= k >> 16
-    return (k.astype(np.intp) * workers) >> 32
+    return _table(workers)[k.view(np.uint16)[_TOP_HALF::2]]
 
 
 def _keys(h: np.ndarray, w: np.ndarray, L: np.ndarray) -> np.ndarray:
