@@ -69,9 +69,9 @@ class Mirror:
     Frames are `vnet_hdr_len` bytes of virtio_net_hdr, `l2_hdr_len` bytes of link header
     (14, Ethernet, in TAP mode; engine/l2.py classifies and swaps MACs), the IP packet.
 
-    Address constants are kept both as integers (scalar path) and as little-endian
-    integers of the wire bytes, so the vector path compares raw header words without
-    byte-swapping whole columns."""
+    IPv4 address constants are kept as little-endian integers of the wire bytes, both as
+    ints (scalar path) and as numpy words (vector path), so either compares raw header
+    words and never byte-swaps an address."""
 
     address: Optional[ipaddress.IPv4Interface]
     address6: Optional[ipaddress.IPv6Interface] = None
@@ -81,6 +81,7 @@ class Mirror:
     _v6: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v4i: Optional[tuple] = field(init=False, repr=False, compare=False)
     _v4w: Optional[tuple] = field(init=False, repr=False, compare=False)
+    _hdr4: struct.Struct = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         v4 = v6 = None
@@ -92,19 +93,28 @@ class Mirror:
             net6 = self.address6.network
             v6 = (self.address6.ip.packed, net6.netmask.packed, net6.network_address.packed)
         object.__setattr__(self, "_v4", v4)
-        v4i = None
-        if v4 is not None:  # (address, mask, network, {addresses never reflected to})
-            a, m, n, b = (int.from_bytes(x, "big") for x in v4)
-            v4i = (a, m, n, frozenset((n, b, a)))
-        object.__setattr__(self, "_v4i", v4i)
-        v4w = None
-        if v4 is not None:  # _forward_all4: words 0, 3, 4 of the header (LE) under a mask
+        v4i = v4w = None
+        if v4 is not None:
             a, m, n, b = (_le32(x) for x in v4)
+            # mirror_frame: (address, mask, network, {addresses never reflected to})
+            v4i = (a, m, n, frozenset((n, b, a)))
+            # _forward_all4: words 0, 3, 4 of the header under a mask
             v4w = (np.array([0xFF, 0, 0, 0xFFFFFFFF, m], np.uint32),
                    np.array([0x45, 0, 0, a, n], np.uint32),
                    np.array([n, b, a], np.uint32))      # destinations never reflected to
+        object.__setattr__(self, "_v4i", v4i)
         object.__setattr__(self, "_v4w", v4w)
         object.__setattr__(self, "_v6", v6)
+        # mirror_frame's common frame in one struct call: the virtio_net_hdr's fields
+        # (offload mode), then the five words of an IPv4 header without options
+        o = self.vnet_hdr_len + self.l2_hdr_len
+        object.__setattr__(self, "_hdr4", struct.Struct(
+            "<" + ("BB4xHH" if self.vnet_hdr_len else "") + f"{o - self.vnet_hdr_len}x5I"))
+
+    def __reduce__(self):
+        # pickled into every child process: rebuilt there from the rule's own fields
+        # (a struct.Struct does not pickle)
+        return Mirror, (self.address, self.address6, self.vnet_hdr_len, self.l2_hdr_len)
 
     def mirrors6(self, src: bytes, dst: bytes) -> bool:
         if self._v6 is None:
@@ -311,10 +321,10 @@ def _swap(frames, slots, ip, which, columns, start, stop) -> None:
 
 
 # ---------------------------------------------------------------- scalar path
-_HDR4 = struct.Struct("!BxH8xII")        # version/IHL, total length, src, dst
+_HDR4 = struct.Struct("!BxH")            # version/IHL, total length
 _PAYLOAD6 = struct.Struct("!4xH")
 _SUM = [struct.Struct(f"={n}H") for n in range(31)]  # native words: see _checksum_ok
-_ADDR4 = struct.Struct("!II")
+_ADDR4 = struct.Struct("<II")            # src, dst as little-endian words (see Mirror)
 _VNET = struct.Struct("<BB4xHH")        # flags, gso_type, csum_start, csum_offset
 
 
@@ -322,37 +332,55 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
     """The same rule for one frame in `buf` (a writable buffer), in plain Python: cheaper
     than the vector path for batches of a few frames, where numpy's per-call cost
     dominates (a ping, a few offload super-packets). Must agree with `mirror_batch` on
-    every input (property-tested). Kept flat, one function and one struct call per
-    header: it is the inline step's hot path, and every call costs."""
+    every input (property-tested). Kept flat, one function: it is the inline step's hot
+    path, run cold right after the kernel copied the frame in, and every line costs. The
+    common frame (IPv4 without options) takes one struct call in and one out."""
     vo = rule.vnet_hdr_len
     o = vo + rule.l2_hdr_len
     n = length - o
     if n < 1:
         return R["malformed"]
-    ver = buf[o] >> 4
-    if ver == 4:
-        if n < IPV4_MIN_HEADER:
+    if buf[o] == 0x45 and n >= IPV4_MIN_HEADER:
+        if vo:
+            flags, gso, start, off, w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
+        else:
+            w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
+        total = (w0 >> 24) | (w0 >> 8 & 0xFF00)   # big-endian bytes 2-3 of a LE word
+        if total != n and not _length_ok_one(rule, total, n, IPV4_MIN_HEADER):
             return R["malformed"]
-        first, total, src, dst = _HDR4.unpack_from(buf, o)
-        ihl = (first & 15) << 2
-        if ihl < IPV4_MIN_HEADER or ihl > n or (total != n and not _length_ok_one(
-                rule, total, n, ihl)):
-            return R["malformed"]
-        # the one's-complement sum of the header's words is > 0 (its first word is at
-        # least 0x4500), so it verifies exactly when it is a multiple of 0xFFFF
-        if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:
+        # RFC 1071 over 32-bit words (2**16 == 1 mod 0xFFFF, as in _forward_all4): the
+        # sum is > 0 (the first byte is 0x45), so it verifies exactly when it is a
+        # multiple of 0xFFFF
+        if (w0 + w1 + w2 + src + dst) % 0xFFFF:
             return R["bad_checksum"]
-    elif ver == 6:
-        if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
-                                                  + IPV6_HEADER, n, IPV6_HEADER):
-            return R["malformed"]
-    else:
-        return R["not_ip"]
-    if vo:
-        flags, gso, start, off = _VNET.unpack_from(buf, 0)
-        if (gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (flags & VNET_F_NEEDS_CSUM and
-                                                         start + off + 2 > length - vo):
+        if vo and ((gso & 0x7F) not in _GSO_FOR_VERSION[4] or (
+                flags & VNET_F_NEEDS_CSUM and start + off + 2 > length - vo)):
             return R["bad_vnet_hdr"]
+        ver = 4
+    else:
+        ver = buf[o] >> 4
+        if ver == 4:
+            if n < IPV4_MIN_HEADER:
+                return R["malformed"]
+            first, total = _HDR4.unpack_from(buf, o)
+            ihl = (first & 15) << 2
+            if ihl < IPV4_MIN_HEADER or ihl > n or (total != n and not _length_ok_one(
+                    rule, total, n, ihl)):
+                return R["malformed"]
+            if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:   # as above
+                return R["bad_checksum"]
+            src, dst = _ADDR4.unpack_from(buf, o + IPV4_SRC)
+        elif ver == 6:
+            if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
+                                                      + IPV6_HEADER, n, IPV6_HEADER):
+                return R["malformed"]
+        else:
+            return R["not_ip"]
+        if vo:
+            flags, gso, start, off = _VNET.unpack_from(buf, 0)
+            if (gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (flags & VNET_F_NEEDS_CSUM and
+                                                             start + off + 2 > length - vo):
+                return R["bad_vnet_hdr"]
     if ver == 4:
         v4 = rule._v4i
         if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
