@@ -55,6 +55,9 @@ PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader t
 # fewer steps per byte, each with its fixed Python cost); 768 KiB and 1 MiB slower.
 CACHE_BYTES = 512 << 10
 LONE_BURST = 2  # frames the lone path takes in a row (a frame and the kernel's answer to it)
+# ...or up to BIG_BURST while the frames average BIG_FRAME bytes or more (offload
+# super-packets; see _Reader.big).
+BIG_FRAME, BIG_BURST = 16 << 10, 64
 # Frames a worker (or the writer) takes from a ring at once: all that is queued, up to
 # this. Most of a run's cost is fixed (numpy calls run cold after a process switch: on
 # the test VM 115-185 us in the rule for about 330 frames), so a worker that fell behind
@@ -196,6 +199,15 @@ class _Reader:
         self.vo = self.dev.vnet_hdr_len
         self.ip_o = self.vo + ctx.rule.l2_hdr_len   # where the IP header starts
         self.lone_ok = self.inline_ok and self.ip_o == self.vo and not self.capture
+        # Big frames go frame by frame. Where the reader takes the backlog itself, and
+        # while the frames it reads average BIG_FRAME bytes or more (offload
+        # super-packets), every frame takes the lone path, up to BIG_BURST in a row: for
+        # such frames the kernel's copies dwarf a syscall, and read, mirror, write, the
+        # next read into the same slot costs less Python than an io_uring step's requests
+        # and stays in one slot's worth of cache. TCP with offload, 3 alternating rounds
+        # (cpb): user CPU 308-318 -> 216-258 us/MB, 8.45-9.20 -> 9.10-10.21 Gbit/s.
+        self.big_bursts = self.lone_ok and self.inline_backlog
+        self.big = False
 
     def run(self) -> None:
         ctx, m, c = self.ctx, self.m, self.cnt.c
@@ -253,7 +265,7 @@ class _Reader:
                 n = read_one(top)
                 if n:
                     idle_since, spin_s = 0.0, ctx.spin_s
-                    want += self.lone(top, n)
+                    want += self.lone(top, n)   # 0 after big frames: probe again
                     continue
                 want = 1
                 stack.append(top)
@@ -299,6 +311,11 @@ class _Reader:
             if self.inline_backlog:
                 want = min(want, max(2, CACHE_BYTES * n // nbytes))
             self.dispatch(got_s, got_l, n < k, nbytes)
+            if self.big_bursts:
+                self.big = nbytes >= n * BIG_FRAME
+                if self.big:   # big frames: the lone path takes the next ones
+                    self.flush()
+                    want = 1
         self.flush()
         self.cnt.commit()
 
@@ -308,16 +325,19 @@ class _Reader:
         run cold costs several times its warm price: docs/benchmarks.md). The kernel often
         answers a frame inside its write (an echo reply, a TCP ACK: queued on the device
         before the write returns), so the next frame is read at once, before this one's
-        counts, and taken the same way: up to LONE_BURST frames are one journal batch,
-        counted and committed once they are all written. Returns the frames taken.
-        Anything out of the ordinary (a truncated first frame, TAP mode, frames in flight
-        in the pipeline, --inline never, --pcap) takes the general path."""
+        counts, and taken the same way: up to LONE_BURST frames (BIG_BURST while the
+        frames are big: see __init__) are one journal batch, counted and committed once
+        they are all written. Returns the frames the next step should read beyond a
+        probe: the frames taken, or 0 while the frames are big (the next one comes here
+        too). Anything out of the ordinary (a truncated first frame, TAP mode, frames in
+        flight in the pipeline, --inline never, --pcap) takes the general path."""
         if not self.lone_ok or n >= self.slot_size or self.pushed != self.free_ring._cur[0]:
             self.dispatch([slot], [n], True)
             return 1
         c, ctl, stack, io, rule = self.cnt.c, self.m.ctl, self.stack, self.io, self.ctx.rule
         seq = self.journal(1)
         taken = nbytes = 0
+        burst = BIG_BURST if self.big else LONE_BURST
         while True:
             taken += 1
             nbytes += n
@@ -332,7 +352,7 @@ class _Reader:
                     c[I_INLINE_BYTES] += n
                 else:
                     c[R_WRITE_ERROR] += 1
-            if taken == LONE_BURST or not stack:
+            if taken == burst or not stack:
                 break
             nxt = stack.pop()
             got = io.read_one(nxt)
@@ -350,7 +370,8 @@ class _Reader:
         self.count_read(taken, nbytes)
         c[I_JOURNAL] = seq
         self.cnt.commit()
-        return taken
+        self.big = self.big_bursts and nbytes >= taken * BIG_FRAME
+        return 0 if self.big else taken
 
     def rehearse(self) -> None:
         """Run the lone path's steps with no effect: its rule on a private copy of the last

@@ -32,12 +32,12 @@ def efds():
         e.close()
 
 
-def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8):
+def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8, slot_size=128):
     src, sink = tmp_path / "in.pcap", tmp_path / "out.pcap"
     pcap.write_frames(str(src), frames)
     pcap.write_frames(str(sink), [])   # the header; the device appends the records
     dev = MemoryDevice(str(src), sink=str(sink))
-    layout = shm.Layout(workers, 64, 128, 16)
+    layout = shm.Layout(workers, 64, slot_size, 16)
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     ctx = Context(prefix="t", layout=layout, device=dev, rule=Mirror(
         ipaddress.ip_interface("198.18.0.1/24")), batch=batch, spin_s=0.0,
@@ -120,6 +120,52 @@ def test_the_lone_path_takes_the_next_frame_in_the_same_journal_batch(tmp_path, 
     assert row[F["in_bytes"]] == row[F["inline_bytes"]] == len(PING) + len(second)
     assert row[F["journal"]] == m.ctl[shm.READER_SEQ] and m.ctl[shm.READER_PENDING] == 2
     assert bytes(r.rehearsal[:len(second)]) == swapped4(second)   # the last frame taken
+
+
+def test_big_frames_go_frame_by_frame_where_the_reader_takes_the_backlog(tmp_path, efds):
+    """Frames that average BIG_FRAME bytes or more (offload super-packets) all take the
+    lone path, up to BIG_BURST in a row, once two in a row were big; a burst that
+    averages less ends it. Every frame is written once, in order."""
+    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1000 + i, 2000, bytes(loops.BIG_FRAME)))
+           for i in range(loops.BIG_BURST + 5)]
+    small = [ipv4("198.18.0.1", "198.18.0.6", udp(1, 2, b"ack"))] * 4
+    r, m, dev, sink = _reader(tmp_path, efds, big + small, inline="always",
+                              slot_size=2 * loops.BIG_FRAME)
+    assert r.big_bursts and not r.big
+    assert _lone_first(r) == 0 and r.big                   # two big frames
+    assert _lone_first(r) == 0 and r.big                   # BIG_BURST more
+    assert _lone_first(r) == 7 and not r.big               # the last 3 big, 4 small
+    dev.close()
+    assert pcap.read_frames(str(sink)) == [swapped4(f) for f in big + small]
+    row = m.counters[0]
+    assert (row[F["batches"]], row[F["batch_64+"]], row[F["inline_frames"]]) == (
+        3, 1, len(big) + len(small))
+
+
+def test_a_step_of_big_frames_hands_the_next_ones_to_the_lone_path(tmp_path, efds):
+    """Two small frames, then big ones: the step after the lone pair reads big frames,
+    writes them, and the rest go frame by frame in long bursts, all in order."""
+    small = [ipv4("198.18.0.1", "198.18.0.6", udp(1, 2, b"ack"))] * 2
+    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1000 + i, 2000, bytes(loops.BIG_FRAME)))
+           for i in range(loops.BIG_BURST + 20)]
+    r, m, dev, sink = _reader(tmp_path, efds, small + big, inline="always",
+                              slot_size=2 * loops.BIG_FRAME)
+    total = len(small) + len(big)
+    _run_until(r, m, lambda: m.counters[0][F["inline_frames"]] >= total)
+    dev.close()
+    assert pcap.read_frames(str(sink)) == [swapped4(f) for f in small + big]
+    row = m.counters[0]
+    assert row[F["batch_64+"]] == 1 and row[F["batches"]] <= 5
+
+
+def test_small_frames_keep_the_lone_path_to_two_in_a_row(tmp_path, efds):
+    """Without big frames, or where the workers take the backlog, bursts stay at
+    LONE_BURST."""
+    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1, 2, bytes(loops.BIG_FRAME)))] * 4
+    r = _reader(tmp_path, efds, big, inline="never", slot_size=2 * loops.BIG_FRAME)[0]
+    assert not r.big_bursts
+    r.inline_ok = r.lone_ok = True   # (--inline never takes no lone path at all)
+    assert _lone_first(r) == loops.LONE_BURST and not r.big
 
 
 def test_the_lone_path_counts_a_truncated_or_refused_frame_of_its_batch(tmp_path, efds):
