@@ -204,8 +204,8 @@ class _Reader:
         # super-packets), every frame takes the lone path, up to BIG_BURST in a row: for
         # such frames the kernel's copies dwarf a syscall, and read, mirror, write, the
         # next read into the same slot costs less Python than an io_uring step's requests
-        # and stays in one slot's worth of cache. TCP with offload, 3 alternating rounds
-        # (cpb): user CPU 308-318 -> 216-258 us/MB, 8.45-9.20 -> 9.10-10.21 Gbit/s.
+        # and stays in one slot's worth of cache. TCP with offload, alternating 5-s runs:
+        # user CPU 300-318 -> 221-273 us per MB carried (docs/benchmarks.md).
         self.big_bursts = self.lone_ok and self.inline_backlog
         self.big = False
 

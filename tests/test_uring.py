@@ -65,6 +65,36 @@ def test_mixed_writes_then_reads_in_one_submission(dgram):
     ring.close()
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_exchange_slots_across_the_queue_end_and_in_any_completion_order(dgram, shuffle):
+    """Uring.exchange_slots reads completions where they wrap round the end of a small
+    queue, and matches each to its request by user_data when they come out of order
+    (simulated: the completions of each submission reversed before they are read)."""
+    a, b = dgram
+    pool = np.zeros((16, 32), np.uint8)
+    ring = Uring(a.fileno(), 4)
+    if shuffle:
+        enter = ring._enter
+
+        def reversed_completions(n):
+            head = enter(n)
+            rows = [(head + j) & ring.cq_mask for j in range(n)]
+            ring.cqes[rows] = ring.cqes[rows[::-1]].copy()
+            return head
+        ring._enter = reversed_completions
+    base, stride = pool.ctypes.data, pool.strides[0]
+    for k in range(40):   # CQ of 8: submissions of 3 wrap round its end every few steps
+        pool[0, :2] = [k, 1]
+        b.send(bytes([k, 2, 2]))
+        refused, got_s, got_l, unused = ring.exchange_slots([0], [2], [5, 6], base, stride, 32)
+        assert (refused, got_s, got_l, unused) == (0, [5], [3], [6])
+        assert bytes(pool[5, :3]) == bytes([k, 2, 2]) and b.recv(8) == bytes([k, 1])
+    b.close()   # a write to a socket whose peer is gone is refused
+    refused, got_s, got_l, unused = ring.exchange_slots([0, 1], [2, 2], [5], base, stride, 32)
+    assert (refused, got_s, unused) == (2, [], [5])
+    ring.close()
+
+
 class _SocketDevice:
     """The Device protocol over a datagram socket, enough for the SlotIO classes."""
 
