@@ -311,11 +311,9 @@ class _Reader:
             if self.inline_backlog:
                 want = min(want, max(2, CACHE_BYTES * n // nbytes))
             self.dispatch(got_s, got_l, n < k, nbytes)
-            if self.big_bursts:
-                self.big = nbytes >= n * BIG_FRAME
-                if self.big:   # big frames: the lone path takes the next ones
-                    self.flush()
-                    want = 1
+            if self.sized(n, nbytes):   # big frames: the lone path takes the next ones
+                self.flush()
+                want = 1
         self.flush()
         self.cnt.commit()
 
@@ -370,8 +368,13 @@ class _Reader:
         self.count_read(taken, nbytes)
         c[I_JOURNAL] = seq
         self.cnt.commit()
-        self.big = self.big_bursts and nbytes >= taken * BIG_FRAME
-        return 0 if self.big else taken
+        return 0 if self.sized(taken, nbytes) else taken
+
+    def sized(self, n: int, nbytes: int) -> bool:
+        """Whether the frames just taken (n, nbytes) were big (see __init__), remembered in
+        `big` for the next lone burst."""
+        self.big = self.big_bursts and nbytes >= n * BIG_FRAME
+        return self.big
 
     def rehearse(self) -> None:
         """Run the lone path's steps with no effect: its rule on a private copy of the last

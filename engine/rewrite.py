@@ -353,9 +353,6 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
         # multiple of 0xFFFF
         if (w0 + w1 + w2 + src + dst) % 0xFFFF:
             return R["bad_checksum"]
-        if vo and ((gso & 0x7F) not in _GSO_FOR_VERSION[4] or (
-                flags & VNET_F_NEEDS_CSUM and start + off + 2 > length - vo)):
-            return R["bad_vnet_hdr"]
         ver = 4
     else:
         ver = buf[o] >> 4
@@ -378,9 +375,9 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
             return R["not_ip"]
         if vo:
             flags, gso, start, off = _VNET.unpack_from(buf, 0)
-            if (gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (flags & VNET_F_NEEDS_CSUM and
-                                                             start + off + 2 > length - vo):
-                return R["bad_vnet_hdr"]
+    if vo and ((gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (
+            flags & VNET_F_NEEDS_CSUM and start + off + 2 > length - vo)):
+        return R["bad_vnet_hdr"]
     if ver == 4:
         v4 = rule._v4i
         if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
