@@ -83,6 +83,30 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def reader_takes_backlog(inline: str) -> bool:
+    """Whether the reader mirrors and writes a backlog itself, so that the workers get
+    frames only when some are already in flight (see _Reader): --inline always, or auto
+    on a machine with fewer than PIPELINE_MIN_CPUS usable CPUs."""
+    return inline == "always" or (inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
+
+
+def backlog_plan(inline: str, workers: int) -> str:
+    """Who mirrors the frames, in words for the start-up log: on a small machine the
+    workers asked for stay idle by design (one process doing everything is faster where
+    the traffic's own processes need the other CPUs), and a user should not have to find
+    that out from a CPU table."""
+    them = f"the {workers} worker{'s' if workers != 1 else ''}"
+    if inline == "never":
+        return f"every frame goes through {them} (--inline never)"
+    if not reader_takes_backlog(inline):
+        return (f"the reader mirrors a frame itself when it has drained the device; "
+                f"a backlog goes to {them} (--inline {inline})")
+    why = ("--inline always" if inline == "always" else
+           f"--inline auto on {_usable_cpus()} CPUs, fewer than {PIPELINE_MIN_CPUS}")
+    stay = "stay" if workers != 1 else "stays"
+    return f"the reader mirrors them all itself; {them} {stay} idle ({why})"
+
+
 @dataclass(frozen=True)
 class Context:
     """Everything a process body needs; pickled into each child at start."""
@@ -185,8 +209,7 @@ class _Reader:
         self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
         self.inline_ok = ctx.inline != "never"
-        self.inline_backlog = ctx.inline == "always" or (
-            ctx.inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
+        self.inline_backlog = reader_takes_backlog(ctx.inline)
         # Frames one step reads at most. Split by flow hash, a batch leaves each of W
         # workers about 1/W of it, and a worker's rewrite costs a fixed numpy overhead per
         # run: so when the workers take the backlog, read a batch per worker and each still

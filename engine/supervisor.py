@@ -127,6 +127,7 @@ class Supervisor:
                      "created" if dev.created else "attached", cfg.workers,
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
+            log.info("frames: %s", loops.backlog_plan(cfg.inline, cfg.workers))
             if cfg.user:
                 _drop_privileges(cfg.user, prefix, cfg.pcap)
             return self._supervise()

@@ -72,6 +72,20 @@ def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
     assert r.read_max == expected
 
 
+@pytest.mark.parametrize("inline,cpus,backlog,says", [
+    ("auto", 2, True, "the 4 workers stay idle (--inline auto on 2 CPUs, fewer than 4)"),
+    ("auto", 8, False, "a backlog goes to the 4 workers (--inline auto)"),
+    ("always", 8, True, "the 4 workers stay idle (--inline always)"),
+    ("never", 2, False, "every frame goes through the 4 workers (--inline never)"),
+])
+def test_the_start_up_log_says_who_mirrors_and_the_reader_does_so(
+        tmp_path, efds, monkeypatch, inline, cpus, backlog, says):
+    monkeypatch.setattr(loops, "_usable_cpus", lambda: cpus)
+    assert loops.reader_takes_backlog(inline) is backlog
+    assert says in loops.backlog_plan(inline, 4)
+    assert _reader(tmp_path, efds, [PING], 4, inline)[0].inline_backlog is backlog
+
+
 def test_the_inline_path_reads_past_the_size_of_the_worker_rings(tmp_path, efds):
     """Frames the reader mirrors itself go in no ring, so the rings' capacity (16 here;
     with offload, 128 each at 4 workers) does not cap its read size: with the pipeline
