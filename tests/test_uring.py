@@ -95,6 +95,42 @@ def test_exchange_slots_across_the_queue_end_and_in_any_completion_order(dgram, 
     ring.close()
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_submit_slots_across_the_queue_end_and_in_any_completion_order(dgram, shuffle):
+    """Uring.submit_slots (the numpy steps): writes, then reads, straight into the SQEs;
+    a batch that would wrap round the end of the queue goes through `submit`; results
+    come back in request order, matched by user_data when the completions are not."""
+    a, b = dgram
+    pool = np.zeros((16, 32), np.uint8)
+    ring = Uring(a.fileno(), 8)
+    if shuffle:
+        enter = ring._enter
+
+        def reversed_completions(n):
+            head = enter(n)
+            rows = [(head + j) & ring.cq_mask for j in range(n)]
+            ring.cqes[rows] = ring.cqes[rows[::-1]].copy()
+            return head
+        ring._enter = reversed_completions
+    slot_addr = pool.ctypes.data + np.arange(16, dtype=np.uint64) * np.uint64(pool.strides[0])
+    ws, wl, rs = (np.array(x, np.uint32) for x in ([0, 1], [2, 3], [5, 6, 7]))
+    out = np.zeros(5, np.int32)
+    wrapped = 0
+    for k in range(24):   # 5 requests a step on an 8-entry queue: every other one wraps
+        wrapped += (ring._tail & ring.sq_mask) + 5 > ring.entries
+        pool[0, :2], pool[1, :3] = [k, 1], [k, 2, 2]
+        b.send(bytes([k, 3, 3, 3]))
+        b.send(bytes([k, 4]))
+        ring.submit_slots(ws, wl, rs, slot_addr, 32, out)
+        assert out.tolist() == [2, 3, 4, 2, -errno.EAGAIN]
+        assert bytes(pool[5, :4]) == bytes([k, 3, 3, 3]) and bytes(pool[6, :2]) == bytes([k, 4])
+        assert b.recv(8) == bytes([k, 1]) and b.recv(8) == bytes([k, 2, 2])
+    assert wrapped >= 10
+    ring.submit_slots(None, None, rs, slot_addr, 32, out[:3])   # reads only
+    assert out[:3].tolist() == [-errno.EAGAIN] * 3
+    ring.close()
+
+
 class _SocketDevice:
     """The Device protocol over a datagram socket, enough for the SlotIO classes."""
 
