@@ -65,6 +65,19 @@ def test_mixed_writes_then_reads_in_one_submission(dgram):
     ring.close()
 
 
+def _reverse_completions(ring: Uring) -> None:
+    """Out-of-order completions, simulated: those of each submission reversed before
+    they are read."""
+    enter = ring._enter
+
+    def reversed_completions(n):
+        head = enter(n)
+        rows = [(head + j) & ring.cq_mask for j in range(n)]
+        ring.cqes[rows] = ring.cqes[rows[::-1]].copy()
+        return head
+    ring._enter = reversed_completions
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_exchange_slots_across_the_queue_end_and_in_any_completion_order(dgram, shuffle):
     """Uring.exchange_slots reads completions where they wrap round the end of a small
@@ -74,14 +87,7 @@ def test_exchange_slots_across_the_queue_end_and_in_any_completion_order(dgram, 
     pool = np.zeros((16, 32), np.uint8)
     ring = Uring(a.fileno(), 4)
     if shuffle:
-        enter = ring._enter
-
-        def reversed_completions(n):
-            head = enter(n)
-            rows = [(head + j) & ring.cq_mask for j in range(n)]
-            ring.cqes[rows] = ring.cqes[rows[::-1]].copy()
-            return head
-        ring._enter = reversed_completions
+        _reverse_completions(ring)
     base, stride = pool.ctypes.data, pool.strides[0]
     for k in range(40):   # CQ of 8: submissions of 3 wrap round its end every few steps
         pool[0, :2] = [k, 1]
@@ -104,14 +110,7 @@ def test_submit_slots_across_the_queue_end_and_in_any_completion_order(dgram, sh
     pool = np.zeros((16, 32), np.uint8)
     ring = Uring(a.fileno(), 8)
     if shuffle:
-        enter = ring._enter
-
-        def reversed_completions(n):
-            head = enter(n)
-            rows = [(head + j) & ring.cq_mask for j in range(n)]
-            ring.cqes[rows] = ring.cqes[rows[::-1]].copy()
-            return head
-        ring._enter = reversed_completions
+        _reverse_completions(ring)
     slot_addr = pool.ctypes.data + np.arange(16, dtype=np.uint64) * np.uint64(pool.strides[0])
     ws, wl, rs = (np.array(x, np.uint32) for x in ([0, 1], [2, 3], [5, 6, 7]))
     out = np.zeros(5, np.int32)
