@@ -127,15 +127,16 @@ class Uring:
         # Identity SQ array: queue entry i is SQE i, so SQE slots follow the tail.
         self.sq_array[:] = np.arange(p.sq_entries, dtype=np.uint32)
         # the user_data of n completions in submission order, starting at SQE i: [i:i+n]
+        # (a list for exchange_slots, an array for submit)
         self._in_order = list(range(p.sq_entries)) + list(range(p.sq_entries))
+        self._in_order_np = np.array(self._in_order, np.uint64)
         self._tail = int(self.sq_tail[0])
         self._cq_head = int(self.cq_head[0])
         self._index = np.arange(p.sq_entries, dtype=np.uint64)
-        # the user_data of n completions in submission order, as numpy: [i:i+n]
-        self._in_order_np = np.arange(2 * p.sq_entries, dtype=np.uint64) & np.uint64(self.sq_mask)
         # the SQE fields a submission fills and the CQE fields it reads, as numpy columns
         # made once (a field lookup per call costs as much as the copy it serves)
-        self._col_op, self._col_addr, self._col_len = (self.sqes[f] for f in ("opcode", "addr", "len"))
+        s = self.sqes
+        self._col_op, self._col_addr, self._col_len = s["opcode"], s["addr"], s["len"]
         self._col_ud, self._col_res = self.cqes["user_data"], self.cqes["res"]
 
     def _map(self, p: _Params) -> None:
