@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine import l2
-from engine.l2 import (KIND_ARP, KIND_DROP, KIND_IP, KIND_NAMES, KIND_NDP, R, arp_reply,
-                       classify_batch, classify_frame, fake_mac, neighbour_advert, swap_macs,
-                       swap_macs_frame)
+from engine.l2 import (KIND_DROP, KIND_NAMES, R, arp_reply, classify_batch, classify_frame,
+                       fake_mac, neighbour_advert, swap_macs, swap_macs_frame)
 from engine.stats import DROP_REASONS
 from engine.tun import mode
 from packets import checksum, ipv4, ipv6, tcp, udp

@@ -226,9 +226,9 @@ def _python_for(pw, code_dir: str):
             f"{ok.stderr.strip()[-160:]!r}; the user cannot run the engine from this venv")
     import numpy
     import psutil
-    site = os.path.dirname(os.path.dirname(numpy.__file__))
-    for name in ("numpy", "numpy.libs", "psutil"):
-        src = os.path.join(site, name)
+    pkgs = [os.path.dirname(m.__file__) for m in (numpy, psutil)]
+    for src in (*pkgs, pkgs[0] + ".libs"):   # each where it is installed; numpy's own libs
+        name = os.path.basename(src)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(code_dir, name),
                             ignore=shutil.ignore_patterns("tests", "__pycache__"))
