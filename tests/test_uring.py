@@ -104,7 +104,7 @@ def test_exchange_slots_across_the_queue_end_and_in_any_completion_order(dgram, 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_submit_slots_across_the_queue_end_and_in_any_completion_order(dgram, shuffle):
     """Uring.submit_slots (the numpy steps): writes, then reads, straight into the SQEs;
-    a batch that would wrap round the end of the queue goes through `submit`; results
+    a batch that wraps round the end of the queue fills the SQEs it names; results
     come back in request order, matched by user_data when the completions are not."""
     a, b = dgram
     pool = np.zeros((16, 32), np.uint8)

@@ -127,12 +127,12 @@ class Uring:
         # Identity SQ array: queue entry i is SQE i, so SQE slots follow the tail.
         self.sq_array[:] = np.arange(p.sq_entries, dtype=np.uint32)
         # the user_data of n completions in submission order, starting at SQE i: [i:i+n]
-        # (a list for exchange_slots, an array for submit)
+        # (a list for exchange_slots; an array for submit, whose slice [i:i+n] also names
+        # the SQEs of a batch that wraps round the end of the queue)
         self._in_order = list(range(p.sq_entries)) + list(range(p.sq_entries))
         self._in_order_np = np.array(self._in_order, np.uint64)
         self._tail = int(self.sq_tail[0])
         self._cq_head = int(self.cq_head[0])
-        self._index = np.arange(p.sq_entries, dtype=np.uint64)
         # the SQE fields a submission fills and the CQE fields it reads, as numpy columns
         # made once (a field lookup per call costs as much as the copy it serves)
         s = self.sqes
@@ -172,9 +172,8 @@ class Uring:
         n = len(addrs)
         if n > self.entries:
             raise ValueError(f"{n} requests for a ring of {self.entries}")
-        tail, mask = self._tail, self.sq_mask
-        i = tail & mask
-        rows = slice(i, i + n) if i + n <= self.entries else (self._index[:n] + i) & mask
+        i = self._tail & self.sq_mask
+        rows = slice(i, i + n) if i + n <= self.entries else self._in_order_np[i:i + n]
         self._col_op[rows] = opcodes
         self._col_addr[rows] = addrs
         self._col_len[rows] = lens
@@ -186,30 +185,25 @@ class Uring:
         slots in `wslots` (wlens[i] bytes), then reads of up to `size` bytes into
         `rslots` (numpy arrays; either may be None). The fields go straight into the
         SQEs, with no arrays built in between: about half the numpy calls of `submit`,
-        each of which costs microseconds after the kernel has run (docs/benchmarks.md).
-        A batch that would wrap round the end of the queue takes `submit`."""
+        each of which costs microseconds after the kernel has run (docs/benchmarks.md)."""
         m = 0 if wslots is None else len(wslots)
         n = m + (0 if rslots is None else len(rslots))
         if n > self.entries:
             raise ValueError(f"{n} requests for a ring of {self.entries}")
         i = self._tail & self.sq_mask
-        if i + n > self.entries:
-            ops = np.full(n, IORING_OP_READ, np.uint8)
-            ops[:m] = IORING_OP_WRITE
-            lens = np.full(n, size, np.uint32)
-            if m:
-                lens[:m] = wlens
-            slots = [x for x in (wslots, rslots) if x is not None and len(x)]
-            self.submit(ops, slot_addr[np.concatenate(slots)], lens, out)
-            return
+        if i + n <= self.entries:
+            w, r = slice(i, i + m), slice(i + m, i + n)
+        else:   # the batch wraps round the end of the queue: its SQE indices
+            rows = self._in_order_np[i:i + n]
+            w, r = rows[:m], rows[m:]
         if m:
-            self._col_op[i:i + m] = IORING_OP_WRITE
-            self._col_addr[i:i + m] = slot_addr[wslots]
-            self._col_len[i:i + m] = wlens
+            self._col_op[w] = IORING_OP_WRITE
+            self._col_addr[w] = slot_addr[wslots]
+            self._col_len[w] = wlens
         if n > m:
-            self._col_op[i + m:i + n] = IORING_OP_READ
-            self._col_addr[i + m:i + n] = slot_addr[rslots]
-            self._col_len[i + m:i + n] = size
+            self._col_op[r] = IORING_OP_READ
+            self._col_addr[r] = slot_addr[rslots]
+            self._col_len[r] = size
         self._reap(i, self._enter(n), n, out)
 
     def _reap(self, first: int, head: int, n: int, out: np.ndarray) -> None:
