@@ -8,11 +8,15 @@ PY     := $(VENV)/bin/python
 ROOT   := $(shell id -u)
 PRIV   := $(if $(filter 0,$(ROOT)),1,0)
 
-.PHONY: all venv test test-unit test-privileged demo bench bench-pipeline soak stats lint clean
+.PHONY: all system venv test test-unit test-privileged demo bench bench-pipeline soak stats lint clean
 
 all: test
 
-$(PY): pyproject.toml
+# The system tools (ping, iperf3, tcpdump, ...): installed when missing and root, else named.
+system:
+	@PYTHON=$(PYTHON) bash tools/setup-system.sh
+
+$(PY): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -20,16 +24,16 @@ $(PY): pyproject.toml
 
 venv: $(PY)
 
-test: $(PY)
+test: system $(PY)
 	ENGINE_PRIVILEGED_TESTS=$(PRIV) $(PY) -m pytest -q -rs
 
 test-unit: $(PY)
 	ENGINE_PRIVILEGED_TESTS=0 $(PY) -m pytest -q -m 'not privileged'
 
-test-privileged: $(PY)
+test-privileged: system $(PY)
 	ENGINE_PRIVILEGED_TESTS=1 $(PY) -m pytest -q -rs -m privileged
 
-demo: $(PY)
+demo: system $(PY)
 	$(PY) -m engine demo
 
 # The C reference mirror of ../shared/bench, when it is there, joins the comparison.
@@ -41,7 +45,7 @@ COMPARE     := $(if $(CMIRROR_SRC),--compare 'cmirror=$(CURDIR)/build/cmirror {d
 build/cmirror: $(CMIRROR_SRC)
 	mkdir -p build && gcc -O2 -o $@ $<
 
-bench: $(PY) $(if $(CMIRROR_SRC),build/cmirror)
+bench: system $(PY) $(if $(CMIRROR_SRC),build/cmirror)
 	$(PY) tools/bench/netns_bench.py --seconds 5 --repeat 3 $(COMPARE) \
 	  --json build/bench-netns.json --markdown build/bench-netns.md --svg build/bench-netns.svg
 
@@ -50,7 +54,7 @@ bench-pipeline: $(PY)
 	$(PY) tools/bench/pipeline_bench.py --frames 3000000 --repeat 2 --json build/bench-pipeline.json \
 	  --markdown build/bench-pipeline.md --svg build/bench-pipeline.svg
 
-soak: $(PY)
+soak: system $(PY)
 	$(PY) tools/soak.py --minutes 10
 
 stats: $(PY)
