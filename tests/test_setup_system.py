@@ -5,7 +5,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -18,9 +17,10 @@ TOOLS = {"ip": "iproute2", "ping": "iputils-ping", "curl": "curl", "iperf3": "ip
 BASICS = ("id", "cat", "rm", "mktemp", "modprobe")
 
 
-def fake_path(tmp_path, present, apt_log=None):
+def fake_path(tmp_path, present, apt_log=None, venv=True):
     """A directory for PATH: the basics linked from the system, an executable stub for
-    each tool in `present`, and an apt-get that appends its arguments to `apt_log`."""
+    each tool in `present`, a python3 whose `import venv, ensurepip` works or not, and an
+    apt-get that appends its arguments to `apt_log`."""
     d = tmp_path / "bin"
     d.mkdir()
     for name in BASICS:
@@ -31,6 +31,8 @@ def fake_path(tmp_path, present, apt_log=None):
     for name in present:
         (d / name).write_text("#!/bin/sh\nexit 0\n")
         (d / name).chmod(0o755)
+    (d / "python3").write_text(f"#!/bin/sh\nexit {0 if venv else 1}\n")
+    (d / "python3").chmod(0o755)
     if apt_log is not None:
         (d / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> {apt_log}\n')
         (d / "apt-get").chmod(0o755)
@@ -41,7 +43,7 @@ def run(path, *, as_user=False):
     cmd = ["/bin/bash", SCRIPT]
     if as_user and os.geteuid() == 0:  # the not-root case, even when the suite runs as root
         cmd = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    env = {"PATH": path, "PYTHON": sys.executable}
+    env = {"PATH": path, "PYTHON": "python3"}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
 
 
@@ -76,10 +78,11 @@ def test_not_root_names_exactly_what_to_install_and_succeeds(tmp_path):
 def test_root_installs_only_what_is_missing_with_one_update(tmp_path):
     present = set(TOOLS) - {"ping", "ethtool"}
     log = tmp_path / "apt.log"
-    p = run(fake_path(tmp_path, present, apt_log=log))
+    p = run(fake_path(tmp_path, present, apt_log=log, venv=False))
     assert p.returncode == 0, p
-    assert p.stdout.splitlines() == ["setup-system: installing iputils-ping ethtool (apt-get)"]
+    assert p.stdout.splitlines() == [
+        "setup-system: installing iputils-ping ethtool python3-venv (apt-get)"]
     calls = log.read_text().splitlines()
     assert calls[0] == "update -qq", calls
     assert len(calls) == 2 and calls[1].startswith("install -y"), calls
-    assert calls[1].split()[-2:] == ["iputils-ping", "ethtool"], calls
+    assert calls[1].split()[-3:] == ["iputils-ping", "ethtool", "python3-venv"], calls
