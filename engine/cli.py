@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tun (IP packets) or tap (Ethernet frames) for a device the engine "
                         "creates; an existing device is used in its own mode (default auto)")
     p.add_argument("--mtu", type=int, default=1500, help="MTU of a device the engine creates")
-    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
-                   help="pass GSO/TSO super-packets through (IFF_VNET_HDR; default on)")
+    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
+                   help="pass GSO/TSO super-packets through (IFF_VNET_HDR; default on, but "
+                        "off for --driver memory: say --offload when the replayed frames "
+                        "start with a virtio_net_hdr)")
     p.add_argument("--batch", type=int, default=256, dest="batch_size",
                    help="frames the reader reads per worker in one step (default 256; "
                         "at most 1024 a step); a worker that fell behind takes up to 1024")
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", help="memory driver: pcap (LINKTYPE_RAW) of frames to read")
     p.add_argument("--replay-loops", type=int, default=1, help="memory driver: replay count")
     p.add_argument("--sink", help="memory driver: pcap to write the mirrored frames to")
+    p.add_argument("--replay-hold", action="store_true",
+                   help="memory driver: keep running once the replay is done (until "
+                        "--duration or a signal), e.g. for `stats`; by default the engine "
+                        "exits 0 once every frame is written or dropped")
     p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
     p.add_argument("--start-method", default=Config.start_method, choices=START_METHODS,
                    help="how worker processes start (default %(default)s)")
@@ -79,7 +85,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         mtu=a.mtu, offload=a.offload, batch_size=a.batch_size, pool_mib=a.pool_mib,
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
-        replay_loops=a.replay_loops, sink=a.sink, stats_interval=a.stats_interval,
+        replay_loops=a.replay_loops, sink=a.sink, replay_hold=a.replay_hold,
+        stats_interval=a.stats_interval,
         stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline,
         io=a.io)
 

@@ -51,7 +51,9 @@ class Config:
     address: Optional[ipaddress.IPv4Interface] = None
     address6: Optional[ipaddress.IPv6Interface] = None
     mtu: int = 1500
-    offload: bool = True
+    # None: on for a real device, off for the memory driver (a plain pcap has no
+    # virtio_net_hdr in front of its packets); True or False when asked for.
+    offload: Optional[bool] = None
     batch_size: int = 256
     pool_mib: int = 0  # 0: the default for the mode (see pool_bytes)
     spin_us: int = 50
@@ -73,8 +75,11 @@ class Config:
     replay: Optional[str] = None
     replay_loops: int = 1
     sink: Optional[str] = None
+    replay_hold: bool = False       # keep running once the replay is done (--duration, a signal)
 
     def __post_init__(self) -> None:
+        if self.offload is None:
+            object.__setattr__(self, "offload", self.driver != "memory")
         if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
             _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
         else:
@@ -101,8 +106,8 @@ class Config:
         _check(self.inline in INLINE_MODES, f"--inline {self.inline!r}: one of "
                f"{', '.join(INLINE_MODES)}")
         _check(self.io in IO_MODES, f"--io {self.io!r}: one of {', '.join(IO_MODES)}")
-        _check(self.driver == "memory" or not (self.replay or self.sink),
-               "--replay and --sink need --driver memory")
+        _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold),
+               "--replay, --sink and --replay-hold need --driver memory")
         if self.address is not None:
             _check_mirror_network(self.address, "--address")
         if self.address6 is not None:

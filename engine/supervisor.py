@@ -128,6 +128,10 @@ class Supervisor:
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
             log.info("frames: %s", loops.backlog_plan(cfg.inline, cfg.workers))
+            if cfg.replay:
+                log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
+                         "(--offload)" if cfg.offload else "frames start at the IP header "
+                         "(offload off; --offload if they carry a virtio_net_hdr)")
             if cfg.user:
                 _drop_privileges(cfg.user, prefix, cfg.pcap)
             return self._supervise()
@@ -136,6 +140,7 @@ class Supervisor:
 
     def _supervise(self) -> int:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
+        input_end = getattr(self.dev, "frames_total", None)  # a finite input: a replay
         dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
         self.dump_requested = False
         if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <supervisor pid>` dumps stats now
@@ -153,6 +158,9 @@ class Supervisor:
             multiprocessing.connection.wait([p.sentinel for p in self.procs.values()], timeout)
             if stop_at is not None and time.monotonic() >= stop_at:
                 self.stop_reason = "duration reached"
+            if self.stop_reason is None and input_end is not None \
+                    and self._all_handled(input_end):
+                self.stop_reason = f"replay done ({input_end} frames)"
             if self.stop_reason is None:
                 self._restart_dead()
             if any(not t.is_alive() for t in self.threads) and self.stop_reason is None:
@@ -169,6 +177,11 @@ class Supervisor:
         self._report()
         dumper.final()
         return 1 if self.stop_reason.startswith("error") else 0
+
+    def _all_handled(self, frames: int) -> bool:
+        """All `frames` have been read, and each is written or counted as dropped."""
+        t = stats.totals(self.segments.mapped.counters, self.cfg.workers)
+        return t["rx_frames"] >= frames and t["rx_frames"] == t["tx_frames"] + t["dropped"]
 
     def _on_usr1(self, _signum, _frame) -> None:
         self.dump_requested = True  # the main loop dumps (no I/O in a signal handler)

@@ -329,10 +329,10 @@ def test_stats_command_on_a_memory_engine(tmp_path):
     eng = subprocess.Popen(
         [sys.executable, "-m", "engine", "--driver", "memory", "--device", device,
          "--replay", str(tmp_path / "in.pcap"), "--workers", "2", "--no-offload",
-         "--address", "198.18.0.1/24", "--duration", "10"],
+         "--address", "198.18.0.1/24", "--replay-hold", "--duration", "60"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 8
+        deadline = time.time() + 40   # a bound, generous for a slow machine
         while time.time() < deadline:
             p = subprocess.run([sys.executable, "-m", "engine", "stats", "--device", device,
                                 "--json"], cwd=ROOT, capture_output=True, text=True, timeout=20)

@@ -30,6 +30,9 @@ class MemoryDevice:
     io_threads = False
     created = True
     lossless = True  # frames wait here until read, so the reader waits for ring room
+    # frames the replay holds in all: the supervisor stops once they are all written or
+    # dropped (None: it runs until stopped)
+    frames_total: Optional[int] = None
 
     def __init__(self, source: Optional[str], loops: int = 1, sink: Optional[str] = None,
                  name: str = "memory0", mtu: int = 1500, vnet_hdr_len: int = 0) -> None:
@@ -163,13 +166,17 @@ class MemorySlotIO(ViewSlotIO):
 
 
 def open(cfg) -> MemoryDevice:  # noqa: A001 - every backend's constructor is `open`
+    count = 0
     if cfg.replay:
         try:
-            pcap.read_frames(cfg.replay)
+            count = len(pcap.read_frames(cfg.replay))
         except (OSError, ValueError) as e:
             raise TunError(f"--replay {cfg.replay}: {e}") from None
     if cfg.sink:
         with builtins.open(cfg.sink, "wb") as f:
             f.write(pcap.header())
-    return MemoryDevice(cfg.replay, cfg.replay_loops, cfg.sink, name=cfg.device,
-                        mtu=cfg.mtu, vnet_hdr_len=cfg.vnet_hdr_len)
+    dev = MemoryDevice(cfg.replay, cfg.replay_loops, cfg.sink, name=cfg.device,
+                       mtu=cfg.mtu, vnet_hdr_len=cfg.vnet_hdr_len)
+    if cfg.replay and not cfg.replay_hold:
+        dev.frames_total = count * cfg.replay_loops
+    return dev
