@@ -9,8 +9,10 @@ bounded in count and time.
            on the device; the kernel's own outgoing frames are ignored) and checking every
            frame: well-formed IPv4/IPv6, valid header checksum, source in the mirror prefix,
            destination the device's address. Runs until its stdin closes.
-  tcp      a TCP transfer through the mirror with a SHA-256 check, optionally paced to
-           last about --seconds (so that something can happen *during* it).
+  tcp      a TCP transfer of --size bytes through the mirror with a SHA-256 check.
+  stream   a TCP stream through the mirror for loads that must be running while something
+           happens: it goes on until its stdin closes (or --seconds, the bound), every
+           byte checked against a known pattern; one line once data flows, one at the end.
   burst    COUNT UDP datagrams through the mirror to many destinations, then waits for them.
   load     soak traffic for --seconds: TCP streams (IPv4 and IPv6, hash-checked), UDP echo
            and ping, all at once.
@@ -241,21 +243,13 @@ def capture(a):
 
 
 # ------------------------------------------------------------------ TCP and UDP
-def _serve_once(srv, data: bytes, rate: float):
+def _serve_once(srv, data: bytes):
     conn, _ = srv.accept()
     with conn:
-        t0, sent, chunk = time.time(), 0, 1 << 16
-        while sent < len(data):
-            conn.sendall(data[sent:sent + chunk])
-            sent += chunk
-            if rate:
-                ahead = sent / rate - (time.time() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
+        conn.sendall(data)
 
 
-def transfer(peer: str, port: int, size: int, seconds: float = 0.0, timeout: float = 40.0,
-             seed=None) -> dict:
+def transfer(peer: str, port: int, size: int, timeout: float = 40.0, seed=None) -> dict:
     data = random.Random(seed).randbytes(size) if seed is not None else os.urandom(size)
     fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
     srv = socket.socket(fam, socket.SOCK_STREAM)
@@ -263,8 +257,7 @@ def transfer(peer: str, port: int, size: int, seconds: float = 0.0, timeout: flo
     srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
     srv.listen(1)
     srv.settimeout(timeout)
-    th = threading.Thread(target=_serve_once, args=(srv, data, size / seconds if seconds else 0),
-                          daemon=True)
+    th = threading.Thread(target=_serve_once, args=(srv, data), daemon=True)
     th.start()
     h, n, t0, err = hashlib.sha256(), 0, time.time(), None
     try:
@@ -286,7 +279,60 @@ def transfer(peer: str, port: int, size: int, seconds: float = 0.0, timeout: flo
 
 
 def tcp(a):
-    print(json.dumps(transfer(a.peer, a.port, a.size, a.seconds, a.timeout)), flush=True)
+    print(json.dumps(transfer(a.peer, a.port, a.size, a.timeout)), flush=True)
+
+
+# The stream's bytes: a fixed random pattern of an odd length, repeated, so a lost,
+# doubled or misplaced chunk shows as a mismatch; doubled so any chunk is one slice.
+PATTERN_LEN, CHUNK = (1 << 20) + 13, 1 << 16
+
+
+def stream(a):
+    pattern = random.Random(a.seed).randbytes(PATTERN_LEN)
+    pattern += pattern[:CHUNK]
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    deadline = time.time() + a.seconds
+    fam = socket.AF_INET6 if ":" in a.peer else socket.AF_INET
+    srv = socket.socket(fam, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", a.port))
+    srv.listen(1)
+    srv.settimeout(a.stall)
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.settimeout(a.stall)
+        with conn:
+            sent, t_start, rate = 0, time.time(), a.mbps * 1e6 / 8
+            while not stop.is_set() and time.time() < deadline:
+                off = sent % PATTERN_LEN
+                conn.sendall(pattern[off:off + CHUNK])
+                sent += CHUNK
+                if rate:  # at most this rate; a slower machine just runs slower
+                    time.sleep(max(0.0, sent / rate - (time.time() - t_start)))
+            conn.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=serve, daemon=True).start()
+    n, bad, err, announced, t0 = 0, 0, None, False, time.time()
+    try:
+        cli = socket.create_connection((a.peer, a.port), timeout=a.stall)
+        while True:  # until the server's end of stream, or a stall of --stall seconds
+            chunk = cli.recv(CHUNK)
+            if not chunk:
+                break
+            off = n % PATTERN_LEN
+            bad += chunk != pattern[off:off + len(chunk)]
+            n += len(chunk)
+            if not announced and n >= 1 << 20:
+                announced = True
+                print(json.dumps({"streaming": True, "bytes": n}), flush=True)
+        cli.close()
+    except OSError as e:
+        err = f"{type(e).__name__}: {e}"
+    print(json.dumps({"ok": err is None and bad == 0 and n > 0, "bytes": n, "bad_chunks": bad,
+                      "stopped_by": "stdin" if stop.is_set() else "deadline",
+                      "seconds": round(time.time() - t0, 3), "error": err}), flush=True)
 
 
 def burst(a):
@@ -389,8 +435,14 @@ def main():
     t.add_argument("--peer", default="198.18.0.9")
     t.add_argument("--port", type=int, default=8080)
     t.add_argument("--size", type=int, default=64 << 20)
-    t.add_argument("--seconds", type=float, default=0.0)
     t.add_argument("--timeout", type=float, default=40)
+    st = sub.add_parser("stream")
+    st.add_argument("--peer", default="198.18.0.9")
+    st.add_argument("--port", type=int, default=8080)
+    st.add_argument("--seconds", type=float, default=120, help="the bound, if never stopped")
+    st.add_argument("--stall", type=float, default=20, help="no byte for this long: an error")
+    st.add_argument("--seed", type=int, default=7)
+    st.add_argument("--mbps", type=float, default=0, help="at most this rate (0: full speed)")
     b = sub.add_parser("burst")
     b.add_argument("--addr4", default="198.18.0.1/24")
     b.add_argument("--port", type=int, default=9999)
@@ -405,7 +457,8 @@ def main():
     ld.add_argument("--ping6", default="2001:db8::5")
     ld.add_argument("--tcp-size", type=int, default=16 << 20)
     a = p.parse_args()
-    {"inject": inject, "capture": capture, "tcp": tcp, "burst": burst, "load": load}[a.cmd](a)
+    {"inject": inject, "capture": capture, "tcp": tcp, "stream": stream, "burst": burst,
+     "load": load}[a.cmd](a)
 
 
 if __name__ == "__main__":
