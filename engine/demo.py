@@ -44,12 +44,10 @@ def enter_namespace(name: str) -> None:
 
 
 def ping(target: str, count: int) -> str:
-    if shutil.which("ping"):
-        p = subprocess.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", target],
-                           capture_output=True, text=True, timeout=30)
-        summary = [ln for ln in p.stdout.splitlines() if "received" in ln or "rtt" in ln]
-        return "; ".join(summary) or p.stderr.strip()
-    return "ping not installed (apt-get install iputils-ping)"
+    p = subprocess.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", target],
+                       capture_output=True, text=True, timeout=30)
+    summary = [ln for ln in p.stdout.splitlines() if "received" in ln or "rtt" in ln]
+    return "; ".join(summary) or p.stderr.strip()
 
 
 def tcp_download(size: int) -> str:
@@ -133,8 +131,11 @@ def main(argv) -> int:
         print("engine demo: needs root to create a network namespace (try: sudo make demo)",
               file=sys.stderr)
         return 1
-    if not shutil.which("ip"):
-        print("engine demo: needs iproute2 (`ip`)", file=sys.stderr)
+    missing = [pkg for tool, pkg in (("ip", "iproute2"), ("ping", "iputils-ping"))
+               if not shutil.which(tool)]
+    if missing:
+        print(f"engine demo: needs {' and '.join(missing)} (tools/setup-system.sh, or "
+              f"apt-get install {' '.join(missing)})", file=sys.stderr)
         return 1
     ns = f"engine-demo-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -156,17 +157,22 @@ def main(argv) -> int:
         if engine.poll() is not None or not any("ready" in ln for ln in lines):
             say("the engine did not start")
             return 1
-        say("ping 198.18.0.5 -> " + ping("198.18.0.5", 5))
-        say("ping 2001:db8::5 -> " + ping("2001:db8::5", 3))
-        say("TCP: " + tcp_download(a.size_mib << 20))
-        say("UDP: " + udp_exchange(100))
+        results = [ping("198.18.0.5", 5), ping("2001:db8::5", 3),
+                   tcp_download(a.size_mib << 20), udp_exchange(100)]
+        for label, text in zip(("ping 198.18.0.5 -> ", "ping 2001:db8::5 -> ", "TCP: ",
+                                "UDP: "), results):
+            say(label + text)
         say("per actor: " + actor_counts())
+        worked = (all(" 0% packet loss" in r for r in results[:2]) and "matches" in results[2]
+                  and results[3].startswith("100/100"))
         engine.send_signal(signal.SIGTERM)
         for line in engine.stderr:
             say(line.rstrip())
         code = engine.wait(5)
         say(f"engine exited with status {code}")
-        return 0 if code == 0 else 1
+        if not worked:
+            say("FAILED: not everything came back through the mirror (above)")
+        return 0 if code == 0 and worked else 1
     finally:
         if engine is not None and engine.poll() is None:
             engine.kill()
