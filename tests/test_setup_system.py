@@ -39,8 +39,8 @@ def fake_path(tmp_path, present, apt_log=None, venv=True):
     return str(d)
 
 
-def run(path, *, as_user=False):
-    cmd = ["/bin/bash", SCRIPT]
+def run(path, *, as_user=False, script=SCRIPT):
+    cmd = ["/bin/bash", script]
     if as_user and os.geteuid() == 0:  # the not-root case, even when the suite runs as root
         cmd = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     env = {"PATH": path, "PYTHON": "python3"}
@@ -58,12 +58,14 @@ def test_not_root_names_exactly_what_to_install_and_succeeds(tmp_path):
     if os.geteuid() == 0 and not os.path.exists("/usr/bin/setpriv"):
         pytest.fail("setpriv (util-linux) is needed to run this case as root")
     present = set(TOOLS) - {"iperf3", "tcpdump"}
-    # pytest's own tmp_path sits below a 0700 directory: this one is open to the user
+    # pytest's tmp_path, and maybe the clone itself, sit below a 0700 directory: this one,
+    # with a copy of the script, is open to the user
     tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="setup-system-"))
     try:
         os.chmod(tmp_path, 0o755)
+        script = shutil.copy(SCRIPT, tmp_path / "setup-system.sh")
         log = tmp_path / "apt.log"
-        p = run(fake_path(tmp_path, present, apt_log=log), as_user=True)
+        p = run(fake_path(tmp_path, present, apt_log=log), as_user=True, script=script)
         apt_ran = log.exists()
     finally:
         shutil.rmtree(tmp_path)
