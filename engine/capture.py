@@ -6,14 +6,22 @@ batches it mirrors itself) append to the same file. Each appends a whole batch w
 write(2) on an O_APPEND descriptor, so records never interleave and the hot path pays one
 syscall per batch, and nothing at all when capture is off. The limit is checked against a
 shared count in the control segment; two actors may overshoot it by at most a batch each.
+
+The file is new (engine/safefile.py: never through a link, 0600), and each actor reopens
+that same file, checked by device and inode. A capture never stops the mirror: a failed
+write (a full disk) ends the capture with one warning, and mirroring goes on.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
-from . import pcap
+from . import pcap, safefile
+from .errors import EngineError
+
+log = logging.getLogger("engine")
 
 
 @dataclass(frozen=True)
@@ -22,16 +30,25 @@ class Capture:
     max_frames: int
     vnet_hdr_len: int = 0
     linktype: int = pcap.LINKTYPE_RAW   # LINKTYPE_ETHERNET in TAP mode
+    identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the file made
 
-    def create(self) -> None:
-        """Start the file (the supervisor, once): global header only."""
-        with open(self.path, "wb") as f:
-            f.write(pcap.header(self.linktype))
+    @classmethod
+    def create(cls, path: str, max_frames: int, vnet_hdr_len: int = 0,
+               linktype: int = pcap.LINKTYPE_RAW) -> Tuple["Capture", int]:
+        """Make the file (the supervisor, once) with its global header; returns the capture
+        and the file's descriptor, for fchown and then close."""
+        fd = safefile.create_new(path, "--pcap")
+        try:
+            os.write(fd, pcap.header(linktype))
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            raise EngineError(f"--pcap {path}: {e.strerror}") from None
+        return cls(path, max_frames, vnet_hdr_len, linktype, (st.st_dev, st.st_ino)), fd
 
     def open(self, count: memoryview) -> "CaptureWriter":
         """An actor's appender; `count` is the shared word counting captured frames."""
-        return CaptureWriter(self, os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC),
-                             count)
+        return CaptureWriter(self, safefile.reopen(self.path, self.identity, "--pcap"), count)
 
 
 class CaptureWriter:
@@ -48,5 +65,12 @@ class CaptureWriter:
             frame = buf[o:n]
             parts.append(pcap.record(frame))
             parts.append(frame)
-        os.write(self._fd, b"".join(parts))
+        try:
+            os.write(self._fd, b"".join(parts))
+        except OSError as e:
+            # the limit, reached for every actor at once: capturing ends, mirroring goes on
+            self._count[0] = self._cap.max_frames
+            log.warning("--pcap %s: %s; capture stopped, the mirror goes on",
+                        self._cap.path, e.strerror)
+            return
         self._count[0] += min(room, len(bufs))

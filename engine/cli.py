@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="IPv4 address/prefix for a device without one "
                                       "(default 10.3.0.1/24)")
     p.add_argument("--address6", help="IPv6 address/prefix for a device without one")
+    p.add_argument("--allow-wide-prefix", action="store_true",
+                   help="accept a mirror prefix shorter than /8 (IPv4) or /16 (IPv6), which "
+                        "routes other networks' addresses into the mirror")
     p.add_argument("--mode", default="auto", choices=MODES,
                    help="tun (IP packets) or tap (Ethernet frames) for a device the engine "
                         "creates; an existing device is used in its own mode (default auto)")
@@ -88,7 +91,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         replay_loops=a.replay_loops, sink=a.sink, replay_hold=a.replay_hold,
         stats_interval=a.stats_interval,
         stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline,
-        io=a.io)
+        io=a.io, allow_wide_prefix=a.allow_wide_prefix)
 
 
 def _interrupted(signum, _frame):

@@ -29,6 +29,16 @@ DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
 START_METHODS = ("spawn", "forkserver", "fork")
 INLINE_MODES = ("auto", "always", "never")
 IO_MODES = ("auto", "syscall")
+# The shortest mirror prefixes accepted without --allow-wide-prefix: a shorter one routes
+# a share of the world's addresses into the mirror, which would answer as those hosts.
+MIN_PREFIX = {4: 8, 6: 16}
+# Destinations never reflected to, whatever the prefix (the rule excludes them), and
+# ranges a device address cannot come from: "this network", loopback, link-local,
+# multicast, reserved (240/4, limited broadcast included); IPv6 unspecified, loopback,
+# IPv4-mapped, link-local, multicast.
+SPECIAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "::ffff:0:0/96", "fe80::/10", "ff00::/8"))
 
 
 def _round_up(n: int, k: int) -> int:
@@ -76,6 +86,7 @@ class Config:
     replay_loops: int = 1
     sink: Optional[str] = None
     replay_hold: bool = False       # keep running once the replay is done (--duration, a signal)
+    allow_wide_prefix: bool = False  # accept a prefix shorter than MIN_PREFIX
 
     def __post_init__(self) -> None:
         if self.offload is None:
@@ -109,9 +120,9 @@ class Config:
         _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold),
                "--replay, --sink and --replay-hold need --driver memory")
         if self.address is not None:
-            _check_mirror_network(self.address, "--address")
+            check_mirror_network(self.address, "--address", self.allow_wide_prefix)
         if self.address6 is not None:
-            _check_mirror_network(self.address6, "--address6")
+            check_mirror_network(self.address6, "--address6", self.allow_wide_prefix)
         _check(self.pool_frames >= 8 * self.workers,
                f"--pool-mib {self.pool_mib}: too small: {self.pool_frames} frames of "
                f"{self.slot_size} bytes for {self.workers} workers (need {8 * self.workers})")
@@ -165,15 +176,24 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_mirror_network(iface, option: str) -> None:
+def check_mirror_network(iface, option: str, allow_wide: bool = False) -> None:
+    """The rules for a mirror prefix, for options and for a device's own addresses alike
+    (`option` names where the address came from); ConfigError when one is broken."""
     net = iface.network
     _check(net.num_addresses >= 4,
            f"{option} {iface}: the mirror needs a prefix with room for peers (at most /30 or /126)")
+    least = MIN_PREFIX[net.version]
+    _check(allow_wide or net.prefixlen >= least,
+           f"{option} {iface}: a prefix shorter than /{least} would route other networks' "
+           f"addresses into the mirror, which would answer as those hosts "
+           f"(--allow-wide-prefix if that is really meant)")
     _check(iface.ip != net.network_address and
            (net.version == 6 or iface.ip != net.broadcast_address),
            f"{option} {iface}: the device address cannot be the network or broadcast address")
-    _check(not (iface.ip.is_multicast or iface.ip.is_loopback or iface.ip.is_unspecified),
-           f"{option} {iface}: not a unicast address")
+    special = next((n for n in SPECIAL_NETWORKS if n.version == net.version and iface.ip in n),
+                   None)
+    _check(special is None, f"{option} {iface}: not a unicast address a mirror can hold "
+                            f"(it lies in {special})")
 
 
 def parse_address(text: str, version: int, option: str):

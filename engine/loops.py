@@ -126,12 +126,16 @@ class Context:
         return self.layout.workers
 
 
+# Signals a terminal sends the whole process group (Ctrl-C, Ctrl-\, a hang-up), and the
+# stats request: for the supervisor alone, which decides when its children stop.
+CHILD_IGNORES = ("SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
 def _child_setup() -> None:
-    # Ctrl-C reaches the whole process group; only the supervisor decides when to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in CHILD_IGNORES:
+        if hasattr(signal, name):  # POSIX names; Windows has SIGINT alone of these
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     _die_with_parent()
-    if hasattr(signal, "SIGUSR1"):  # a stats request is for the supervisor alone
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _die_with_parent() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,8 +34,7 @@ from typing import Dict, Optional
 import numpy as np
 import psutil
 
-from . import shm, stats
-from .errors import EngineError
+from . import safefile, shm, stats
 
 log = logging.getLogger("engine")
 
@@ -243,12 +243,10 @@ class Dumper:
         self.tty = bool(self.interval) and _isatty(self.stream)
         self._procs: Dict[int, psutil.Process] = {}
         self._file = None
-        self._write_failed = self._finished = False
+        self._write_failed = self._finished = self._stream_failed = False
         if cfg.stats_file:
-            try:
-                self._file = open(cfg.stats_file, "a", buffering=1, encoding="utf-8")
-            except OSError as e:
-                raise EngineError(f"--stats-file {cfg.stats_file}: {e.strerror}") from None
+            fd, _ = safefile.open_append(cfg.stats_file, "--stats-file")
+            self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
         self.last = self._take()  # the baseline: rates start here, and psutil is primed
         self._due: Optional[float] = self.last.monotonic + self.interval if self.interval else None
 
@@ -269,7 +267,10 @@ class Dumper:
         self._finished, self._due = True, None
         self._dump("final", table=False)
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:  # the last line could not be flushed: say so, exit as planned
+                self._lost(e)
             self._file = None
 
     def _take(self) -> Snapshot:
@@ -281,15 +282,22 @@ class Dumper:
             try:
                 self._file.write(to_json(cur, event=event) + "\n")
             except OSError as e:  # keep mirroring; say so once
-                if not self._write_failed:
-                    log.warning("--stats-file: %s; stats lines are being lost", e.strerror)
-                self._write_failed = True
-        if table:
-            self.stream.write(format_table(self.last, cur) + "\n")
-            self.stream.flush()
+                self._lost(e)
+        if table and not self._stream_failed:
+            try:
+                self.stream.write(format_table(self.last, cur) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed (`... 2>&1 | head`): never fatal
+                self._stream_failed = True
         elif summary:
             log.info("stats: %s", summary_line(self.last, cur))
         self.last = cur
+
+
+    def _lost(self, e: OSError) -> None:
+        if not self._write_failed:
+            log.warning("--stats-file: %s; stats lines are being lost", e.strerror)
+        self._write_failed = True
 
 
 def _isatty(stream) -> bool:

@@ -16,7 +16,10 @@ Validation (DESIGN.md §2, invariants 3 and 4), in order of precedence:
   bad_vnet_hdr  offload mode: GSO type unknown or for the other IP version, or a
                 checksum-offload span (csum_start + csum_offset) past the packet
   not_mirrored  source is not the device's address, or destination is outside the
-                mirror prefix, or is its network, broadcast, or the device's own address
+                mirror prefix, or is its network, broadcast, or the device's own address,
+                or lies in a range never reflected to whatever the prefix (multicast,
+                reserved, loopback, link-local, unspecified: config.SPECIAL_NETWORKS;
+                only a wide prefix can contain them)
 
 The swap needs no checksum work: one's-complement sums commute (RFC 1071 §2A), so the
 IPv4 header checksum, the TCP/UDP/ICMPv6 pseudo-header sums and a virtio NEEDS_CSUM
@@ -31,6 +34,7 @@ from typing import Optional
 
 import numpy as np
 
+from .config import SPECIAL_NETWORKS
 from .l2 import swap_macs, swap_macs_frame
 from .stats import DROP_REASONS
 
@@ -85,23 +89,32 @@ class Mirror:
 
     def __post_init__(self) -> None:
         v4 = v6 = None
+        excl4 = excl6 = ()
         if self.address is not None:
             net = self.address.network
             v4 = (self.address.ip.packed, net.netmask.packed, net.network_address.packed,
                   net.broadcast_address.packed)
+            excl4 = tuple((_le32(s.netmask.packed), _le32(s.network_address.packed))
+                          for s in _special_within(net))
         if self.address6 is not None:
             net6 = self.address6.network
-            v6 = (self.address6.ip.packed, net6.netmask.packed, net6.network_address.packed)
-        object.__setattr__(self, "_v4", v4)
+            excl6 = tuple((s.netmask.packed, s.network_address.packed)
+                          for s in _special_within(net6))
+            v6 = (self.address6.ip.packed, net6.netmask.packed, net6.network_address.packed,
+                  excl6)
+        object.__setattr__(self, "_v4", v4 and v4 + (excl4,))
         v4i = v4w = None
         if v4 is not None:
             a, m, n, b = (_le32(x) for x in v4)
-            # mirror_frame: (address, mask, network, {addresses never reflected to})
-            v4i = (a, m, n, frozenset((n, b, a)))
-            # _forward_all4: words 0, 3, 4 of the header under a mask
-            v4w = (np.array([0xFF, 0, 0, 0xFFFFFFFF, m], np.uint32),
-                   np.array([0x45, 0, 0, a, n], np.uint32),
-                   np.array([n, b, a], np.uint32))      # destinations never reflected to
+            # mirror_frame: (address, mask, network, {addresses never reflected to},
+            # ((mask, network) of each range never reflected to; empty but for wide prefixes))
+            v4i = (a, m, n, frozenset((n, b, a)), excl4)
+            # _forward_all4: words 0, 3, 4 of the header under a mask (none when ranges
+            # must be excluded: the general path does that)
+            v4w = None if excl4 else (
+                np.array([0xFF, 0, 0, 0xFFFFFFFF, m], np.uint32),
+                np.array([0x45, 0, 0, a, n], np.uint32),
+                np.array([n, b, a], np.uint32))      # destinations never reflected to
         object.__setattr__(self, "_v4i", v4i)
         object.__setattr__(self, "_v4w", v4w)
         object.__setattr__(self, "_v6", v6)
@@ -119,8 +132,14 @@ class Mirror:
     def mirrors6(self, src: bytes, dst: bytes) -> bool:
         if self._v6 is None:
             return False
-        addr, mask, net = self._v6
-        return src == addr and _and(dst, mask) == net and dst not in (net, addr)
+        addr, mask, net, excl = self._v6
+        return (src == addr and _and(dst, mask) == net and dst not in (net, addr)
+                and not any(_and(dst, m) == n for m, n in excl))
+
+
+def _special_within(net) -> list:
+    """The ranges never reflected to that overlap the mirror prefix `net`."""
+    return [s for s in SPECIAL_NETWORKS if s.version == net.version and s.overlaps(net)]
 
 
 def _and(a: bytes, b: bytes) -> bytes:
@@ -236,12 +255,14 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
         ok = L >= IPV4_MIN_HEADER
     ok &= _length_ok(rule, (ip[:, 2].astype(np.int64) << 8) | ip[:, 3], L, ihl)
     ok &= _checksum_ok(ip, ihl)
-    addr, mask, net, bcast = (_le32(x) for x in rule._v4)
+    addr, mask, net, bcast = (_le32(x) for x in rule._v4[:4])
     a = ip[:, IPV4_SRC:IPV4_DST + 4].view("<u4")    # src, dst as little-endian words
     src, dst = a[:, 0], a[:, 1]
     ok &= src == addr
     ok &= (dst & mask) == net
     ok &= (dst != net) & (dst != bcast) & (dst != addr)
+    for m, n in rule._v4[4]:
+        ok &= (dst & np.uint32(m)) != n
     return ok
 
 
@@ -269,7 +290,7 @@ def _checksum_ok(ip: np.ndarray, ihl) -> np.ndarray:
 def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     if rule._v6 is None:
         return np.zeros(len(ip), bool)
-    addr, mask, net = (np.frombuffer(x, np.uint8) for x in rule._v6)
+    addr, mask, net = (np.frombuffer(x, np.uint8) for x in rule._v6[:3])
     ok = (L >= IPV6_HEADER) & _length_ok(
         rule, ((ip[:, 4].astype(np.int64) << 8) | ip[:, 5]) + IPV6_HEADER, L, IPV6_HEADER)
     src = ip[:, IPV6_SRC:IPV6_SRC + 16]
@@ -277,6 +298,8 @@ def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     ok &= (src == addr).all(1)
     ok &= ((dst & mask) == net).all(1)
     ok &= ~(dst == addr).all(1) & ~(dst == net).all(1)
+    for m, n in rule._v6[3]:
+        ok &= ~((dst & np.frombuffer(m, np.uint8)) == np.frombuffer(n, np.uint8)).all(1)
     return ok
 
 
@@ -380,7 +403,8 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
         return R["bad_vnet_hdr"]
     if ver == 4:
         v4 = rule._v4i
-        if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3]:
+        if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3] or (
+                v4[4] and any(dst & m == n for m, n in v4[4])):
             return R["not_mirrored"]
         _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
     else:

@@ -31,7 +31,7 @@ from typing import Dict, Optional
 from . import loops, pcap, shm, stats
 from .capture import Capture
 from .monitor import Dumper
-from .config import Config, parse_address, DEFAULT_ADDRESS
+from .config import Config, parse_address, check_mirror_network, DEFAULT_ADDRESS
 from .errors import EngineError
 from .rewrite import Mirror
 from .tun import open_device
@@ -40,6 +40,12 @@ from .wake import new_eventfd
 log = logging.getLogger("engine")
 
 RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
+# Signals whose default action would end the supervisor with no clean-up (segments left in
+# /dev/shm, no report): a closed terminal or ssh session (HUP) and QUIT stop it as TERM
+# does; USR2 and ALRM, which mean nothing here, are ignored. (POSIX names; those a
+# platform lacks are skipped.)
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+IGNORED_SIGNALS = ("SIGUSR2", "SIGALRM")
 CREATED_TXQUEUELEN = 2048  # the kernel default is 500
 DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
 
@@ -76,6 +82,10 @@ def provision(cfg: Config, dev):
         prov.set_txqueuelen(dev.name, CREATED_TXQUEUELEN)
     if not prov.is_up(dev.name):  # (an owner without root may attach to an up device)
         prov.set_up(dev.name)
+    # a device's own addresses obey the rules of --address (a user may have set any)
+    for have, addr in ((have4, addr4), (have6, addr6)):
+        if have and addr is not None:
+            check_mirror_network(addr, f"{dev.name} has", cfg.allow_wide_prefix)
     return addr4, addr6
 
 
@@ -97,8 +107,12 @@ class Supervisor:
         cfg = self.cfg
         # Signal handlers first: a SIGINT/SIGTERM at any moment of start-up leads to the
         # same clean stop (exit 0, nothing left behind), never a KeyboardInterrupt.
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._on_signal)
+        for name in IGNORED_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
         self.dev = dev = open_device(cfg)
         try:
             if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
@@ -111,14 +125,11 @@ class Supervisor:
             self.segments = shm.Segments(prefix, layout)
             self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
             efds = tuple(new_eventfd() for _ in range(layout.actors))
-            capture = None
+            capture = pcap_fd = None
             if cfg.pcap:
-                capture = Capture(cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
-                                  pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
-                try:
-                    capture.create()
-                except OSError as e:
-                    raise EngineError(f"--pcap {cfg.pcap}: {e.strerror}") from None
+                capture, pcap_fd = Capture.create(
+                    cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
+                    pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
                                      cfg.spin_us / 1e6, efds, capture, cfg.inline)
             log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
@@ -132,8 +143,12 @@ class Supervisor:
                 log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
                          "(--offload)" if cfg.offload else "frames start at the IP header "
                          "(offload off; --offload if they carry a virtio_net_hdr)")
-            if cfg.user:
-                _drop_privileges(cfg.user, prefix, cfg.pcap)
+            try:
+                if cfg.user:
+                    _drop_privileges(cfg.user, prefix, pcap_fd)
+            finally:
+                if pcap_fd is not None:
+                    os.close(pcap_fd)
             return self._supervise()
         finally:
             self._cleanup()
@@ -273,17 +288,20 @@ def _actor_index(name: str, workers: int) -> int:
     return 0 if name == "reader" else workers + 1
 
 
-def _drop_privileges(user: str, prefix: str, pcap_path: Optional[str]) -> None:
+def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
     """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
-    are handed to `user`, then supplementary groups, gid and uid are set, in that order."""
+    and the capture file are handed to `user` (the file by its descriptor, never by a
+    path that may have changed), then supplementary groups, gid and uid are set, in
+    that order."""
     import pwd
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise EngineError(f"--user {user!r}: no such user") from None
-    for path in (f"/dev/shm/{prefix}.pool", f"/dev/shm/{prefix}.ctl", pcap_path):
-        if path:
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+    for path in (f"/dev/shm/{prefix}.pool", f"/dev/shm/{prefix}.ctl"):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    if pcap_fd is not None:
+        os.fchown(pcap_fd, pw.pw_uid, pw.pw_gid)
     os.setgroups(os.getgrouplist(user, pw.pw_gid))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)

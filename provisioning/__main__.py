@@ -5,7 +5,7 @@ import argparse
 import contextlib
 import sys
 
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 
 
 def _plan(a) -> None:
@@ -36,10 +36,13 @@ def _gid(group: str) -> int:
 
 
 def _up(a) -> None:
-    from engine.config import parse_address
+    from engine.config import check_mirror_network, parse_address
     from . import linux
     v4 = a.address and parse_address(a.address, 4, "--address")
     v6 = a.address6 and parse_address(a.address6, 6, "--address6")
+    for iface, option in ((v4, "--address"), (v6, "--address6")):
+        if iface:  # the engine would refuse this device's address: refuse to make it
+            check_mirror_network(iface, option)
     uid = a.owner and _uid(a.owner)
     gid = a.group and _gid(a.group)
     linux.create_persistent(a.name, owner=uid, group=gid, offload=not a.no_offload)
@@ -96,6 +99,9 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
+    except ConfigError as e:  # a bad argument
+        print(f"provisioning: error: {e}", file=sys.stderr)
+        return 2
     except (EngineError, OSError) as e:
         print(f"provisioning: error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,117 @@
+"""Faults around the engine that must not stop the mirror or leave anything behind
+(issue 19): a full disk under --pcap and --stats-file, signals whose default action
+would kill the supervisor without clean-up, a stats request with stderr gone.
+
+Engines here run over the memory driver with --replay-hold (no device, no root), so
+they stay up until the test stops them."""
+import glob
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import pcap, shm
+from engine.capture import Capture
+from engine.config import Config
+from engine.monitor import Dumper
+from netns import ROOT
+from packets import ipv4, udp
+
+DEVICE = f"flt{os.getpid() % 100000}"
+
+
+def start(tmp_path, *args, stderr=subprocess.PIPE):
+    src = tmp_path / "in.pcap"
+    pcap.write_frames(str(src), [ipv4("198.18.0.1", "198.18.0.7", udp(9, 7, b"x"))] * 30)
+    p = subprocess.Popen([sys.executable, "-m", "engine", "--driver", "memory", "--device",
+                          DEVICE, "--replay", str(src), "--replay-hold", "--duration", "120",
+                          "--address", "198.18.0.1/24", "--workers", "1", *args],
+                         cwd=ROOT, stderr=stderr, text=True)
+    deadline = time.time() + 60  # a bound: start-up takes about a second here
+    while not glob.glob(f"/dev/shm/engine.{DEVICE}.*.ctl"):
+        assert p.poll() is None and time.time() < deadline, "the engine did not start"
+        time.sleep(0.05)
+    return p
+
+
+def segments():
+    return glob.glob(f"/dev/shm/engine.{DEVICE}.*")
+
+
+# ------------------------------------------------------------------ full disk
+def test_pcap_write_error_stops_the_capture_not_the_mirror(tmp_path, caplog):
+    """/dev/full answers every write with ENOSPC, as a full filesystem does."""
+    cap, fd = Capture.create(str(tmp_path / "c.pcap"), 100)
+    os.close(fd)
+    count = memoryview(bytearray(8)).cast("Q")
+    writer = cap.open(count)
+    os.close(writer._fd)
+    writer._fd = os.open("/dev/full", os.O_WRONLY)
+    frame = memoryview(bytearray(ipv4("198.18.0.1", "198.18.0.7", udp(9, 7, b"x"))))
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        writer.frames([frame], [len(frame)])
+        writer.frames([frame], [len(frame)])     # the capture has ended: no second warning
+    assert count[0] == 100, "the shared count is at the limit, so every actor stops"
+    assert [r.message for r in caplog.records].count(
+        f"--pcap {cap.path}: No space left on device; capture stopped, the mirror goes on") == 1
+    os.close(writer._fd)
+
+
+def test_stats_file_full_at_exit_is_one_warning(tmp_path, caplog):
+    cfg = Config(device=DEVICE, driver="memory", stats_file=str(tmp_path / "s.jsonl"))
+    layout = shm.Layout(1, 64, 128, 16)   # the segments of an engine that did nothing
+    mapped = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
+    d = Dumper(cfg, mapped, 1, stream=io.StringIO())
+    d._file.close()
+    d._file = open("/dev/full", "a", buffering=1 << 16, encoding="utf-8")  # fails at close
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        d.final()
+    assert any("stats lines are being lost" in r.message for r in caplog.records)
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGQUIT"])
+def test_hangup_and_quit_stop_cleanly(tmp_path, sig):
+    p = start(tmp_path)
+    time.sleep(0.5)
+    p.send_signal(getattr(signal, sig))
+    err = p.communicate(timeout=30)[1]
+    assert p.returncode == 0, err
+    assert f"stopping: {sig}" in err and "read 30 frames, wrote 30" in err, err
+    assert segments() == [], "shared memory left behind"
+
+
+def test_usr2_and_alrm_are_ignored(tmp_path):
+    p = start(tmp_path)
+    try:
+        time.sleep(0.5)
+        p.send_signal(signal.SIGUSR2)
+        p.send_signal(signal.SIGALRM)
+        time.sleep(1.0)
+        assert p.poll() is None, p.communicate(timeout=10)[1]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=30)[1]
+    assert p.returncode == 0 and segments() == [], err
+
+
+def test_stats_request_with_stderr_closed_does_not_stop_the_engine(tmp_path):
+    """`python -m engine ... 2>&1 | head -3`: head has exited, stderr is a broken pipe."""
+    r, w = os.pipe()
+    p = start(tmp_path, stderr=w)
+    os.close(w)
+    os.close(r)                             # the reader of stderr is gone
+    try:
+        time.sleep(0.5)
+        p.send_signal(signal.SIGUSR1)       # the table goes to stderr: EPIPE
+        time.sleep(1.0)
+        assert p.poll() is None, f"the engine died with {p.returncode}"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+    assert p.returncode == 0 and segments() == []
