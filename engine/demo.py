@@ -157,11 +157,16 @@ def main(argv) -> int:
         if engine.poll() is not None or not any("ready" in ln for ln in lines):
             say("the engine did not start")
             return 1
-        results = [ping("198.18.0.5", 5), ping("2001:db8::5", 3),
-                   tcp_download(a.size_mib << 20), udp_exchange(100)]
-        for label, text in zip(("ping 198.18.0.5 -> ", "ping 2001:db8::5 -> ", "TCP: ",
-                                "UDP: "), results):
-            say(label + text)
+        results = []
+        for label, part in (("ping 198.18.0.5 -> ", lambda: ping("198.18.0.5", 5)),
+                            ("ping 2001:db8::5 -> ", lambda: ping("2001:db8::5", 3)),
+                            ("TCP: ", lambda: tcp_download(a.size_mib << 20)),
+                            ("UDP: ", lambda: udp_exchange(100))):
+            try:
+                results.append(part())
+            except (OSError, subprocess.SubprocessError) as e:  # the engine died under us
+                results.append(f"failed ({e})")
+            say(label + results[-1])
         say("per actor: " + actor_counts())
         worked = (all(" 0% packet loss" in r for r in results[:2]) and "matches" in results[2]
                   and results[3].startswith("100/100"))
@@ -174,8 +179,14 @@ def main(argv) -> int:
             say("FAILED: not everything came back through the mirror (above)")
         return 0 if code == 0 and worked else 1
     finally:
+        # Interrupted or not, the engine stops by SIGTERM, which unlinks its shared memory:
+        # once the namespace is gone, no later run could reclaim segments named after it.
         if engine is not None and engine.poll() is None:
-            engine.kill()
-            engine.wait(5)
+            engine.send_signal(signal.SIGTERM)
+            try:
+                engine.wait(10)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+                engine.wait(5)
         subprocess.run(["ip", "netns", "del", ns])
         say(f"namespace {ns} removed")

@@ -14,6 +14,7 @@ Every process derives the same `Layout` from the same numbers, then maps the seg
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -21,6 +22,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from . import stats
+from .errors import EngineError
 from .ring import Ring, ring_bytes
 
 LINE = 64
@@ -208,6 +210,12 @@ class Segments:
         except BaseException:
             self._pool.unlink()
             raise
+        try:
+            for seg in (self._pool, self._ctl):
+                _reserve(seg)
+        except BaseException:
+            self.unlink()
+            raise
         self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
         for word, value in zip(range(WORKERS, RX_CAPACITY + 1), (
                 layout.workers, layout.pool_frames, layout.slot_size, layout.rx_capacity)):
@@ -219,6 +227,25 @@ class Segments:
                 seg.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _reserve(seg: shared_memory.SharedMemory) -> None:
+    """Back every page of a new segment now. tmpfs reserves nothing at ftruncate, so a
+    /dev/shm smaller than the pool (containers ship 64 MiB) would otherwise fail later, at
+    the first read into an unbacked page, as a fault in a child. (POSIX; a Windows
+    segment is backed by the paging file when it is made.)"""
+    fallocate, fd = getattr(os, "posix_fallocate", None), getattr(seg, "_fd", -1)
+    if fallocate is None or fd < 0:
+        return
+    try:
+        fallocate(fd, 0, seg.size)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.ENOMEM):
+            raise
+        st = os.statvfs("/dev/shm")
+        raise EngineError(f"not enough shared memory in /dev/shm (need {seg.size / 2**20:.1f} "
+                          f"MiB for {seg.name}, have {st.f_bavail * st.f_frsize / 2**20:.1f} "
+                          f"MiB free; a smaller --pool-mib, or a larger /dev/shm)") from None
 
 
 def attach(prefix: str, layout: Layout) -> Mapped:

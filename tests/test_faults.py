@@ -115,3 +115,47 @@ def test_stats_request_with_stderr_closed_does_not_stop_the_engine(tmp_path):
         p.send_signal(signal.SIGTERM)
         p.wait(30)
     assert p.returncode == 0 and segments() == []
+
+
+# ------------------------------------------------------------------ small /dev/shm
+@pytest.mark.privileged
+def test_a_dev_shm_smaller_than_the_pool_is_one_line_at_start(tmp_path):
+    """A 4 MiB /dev/shm (in a mount namespace of the test's own) for an 8 MiB pool: the
+    engine says so and exits 1 at start, instead of faulting in a child later."""
+    src = tmp_path / "in.pcap"
+    pcap.write_frames(str(src), [ipv4("198.18.0.1", "198.18.0.7", udp(9, 7, b"x"))] * 5)
+    engine = (f"{sys.executable} -m engine --driver memory --device {DEVICE} --replay {src} "
+              f"--address 198.18.0.1/24 --workers 1 --pool-mib 8")
+    p = subprocess.run(["unshare", "-m", "sh", "-c",
+                        f"mount -t tmpfs -o size=4m tmpfs /dev/shm && exec {engine}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "engine: error: not enough shared memory in /dev/shm (need 8.0 MiB"), p.stderr
+
+
+# ------------------------------------------------------------------ the demo interrupted
+@pytest.mark.privileged
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_demo_interrupted_leaves_no_shared_memory(sig):
+    """Stopped the moment its engine is ready: the demo stops the engine with SIGTERM (which
+    unlinks its segments) before it deletes the namespace their names come from."""
+    before = set(glob.glob("/dev/shm/engine.mirror0.*"))
+    p = subprocess.Popen([sys.executable, "-m", "engine", "demo"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = []
+        for line in p.stdout:  # bounded by the demo's own start-up (the engine's 30 s)
+            out.append(line)
+            if "engine: ready" in line:
+                break
+        assert any("engine: ready" in ln for ln in out), "".join(out)
+        p.send_signal(sig)
+        rest = p.communicate(timeout=30)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert p.returncode == 0 and "Traceback" not in rest, rest
+    assert "removed" in rest, rest
+    assert set(glob.glob("/dev/shm/engine.mirror0.*")) - before == set(), "segments left"
