@@ -7,7 +7,8 @@ import signal
 import sys
 from typing import List, Optional
 
-from .config import DEFAULT_DEVICE, DRIVERS, MODES, START_METHODS, Config, parse_address
+from .config import (DEFAULT_DEVICE, DEFAULT_MEMORY_DEVICE, DRIVERS, MODES, START_METHODS,
+                     Config, parse_address)
 from .errors import ConfigError, EngineError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -20,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "comes back with source and destination swapped.",
         epilog="subcommands: `python -m engine stats --help`, `python -m engine demo --help`")
     p.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"device name (default {DEFAULT_DEVICE})")
+    p.add_argument("--device", help=f"device name (default {DEFAULT_DEVICE}; "
+                                    f"{DEFAULT_MEMORY_DEVICE} for --driver memory)")
     p.add_argument("--address", help="IPv4 address/prefix for a device without one "
                                       "(default 10.3.0.1/24)")
     p.add_argument("--address6", help="IPv6 address/prefix for a device without one")

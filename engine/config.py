@@ -18,6 +18,7 @@ from .errors import ConfigError
 MAX_BATCH = 1024  # frames per batch at most; also what one reader step reads at most
 
 DEFAULT_DEVICE = "mirror0"
+DEFAULT_MEMORY_DEVICE = "memory0"  # its own name: a replay never takes a live engine's
 DEFAULT_ADDRESS = "10.3.0.1/24"  # the article's network
 IFNAMSIZ = 16  # linux/if.h: names are at most 15 bytes plus NUL
 VNET_HDR_LEN = 10  # sizeof(struct virtio_net_hdr), linux/virtio_net.h
@@ -53,7 +54,7 @@ def _pow2_floor(n: int) -> int:
 class Config:
     """Everything a run needs. Build it with `Config.from_args(...)` or the constructor."""
 
-    device: str = DEFAULT_DEVICE
+    device: Optional[str] = None  # None: DEFAULT_DEVICE, or DEFAULT_MEMORY_DEVICE
     mode: str = "auto"
     driver: str = "auto"
     workers: int = 4
@@ -89,6 +90,9 @@ class Config:
     allow_wide_prefix: bool = False  # accept a prefix shorter than MIN_PREFIX
 
     def __post_init__(self) -> None:
+        if self.device is None:
+            object.__setattr__(self, "device", DEFAULT_MEMORY_DEVICE if self.driver == "memory"
+                               else DEFAULT_DEVICE)
         if self.offload is None:
             object.__setattr__(self, "offload", self.driver != "memory")
         if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s

@@ -21,6 +21,11 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 from . import stats
 from .errors import EngineError
 from .ring import Ring, ring_bytes
@@ -201,12 +206,16 @@ class Segments:
 
     def __init__(self, prefix: str, layout: Layout) -> None:
         self.prefix, self.layout = prefix, layout
+        _refuse_if_in_use(prefix)
         reclaim(prefix)
-        self._pool = _Segment(f"{prefix}.pool", create=True,
-                                                size=layout.pool_bytes)
+        try:
+            self._pool = _Segment(f"{prefix}.pool", create=True, size=layout.pool_bytes)
+        except FileExistsError:  # another engine took the name in the meantime
+            raise EngineError(_IN_USE.format(prefix=prefix)) from None
         try:
             self._ctl = _Segment(f"{prefix}.ctl", create=True,
                                                    size=layout.ctl_bytes)
+            _lock(self._ctl._fd, exclusive=True)  # held for the run: the name is taken
         except BaseException:
             self._pool.unlink()
             raise
@@ -227,6 +236,37 @@ class Segments:
                 seg.unlink()
             except FileNotFoundError:
                 pass
+
+
+_IN_USE = ("an engine already runs under the shared-memory name {prefix} (the same device "
+           "name in this network namespace); stop it, or choose another --device")
+
+
+def _lock(fd: int, exclusive: bool) -> bool:
+    """flock(2) without waiting; False when another process holds it. POSIX: segments a
+    crashed run left are reclaimed, so the live run's control segment must be locked.
+    (A Windows segment disappears with its last handle: nothing to reclaim or lock.)"""
+    if fcntl is None or fd < 0:
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _refuse_if_in_use(prefix: str) -> None:
+    """A control segment at our name whose lock is held belongs to a live engine: its
+    segments must not be reclaimed (unlinked) under it."""
+    try:
+        fd = os.open(f"/dev/shm/{prefix}.ctl", os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        if not _lock(fd, exclusive=False):
+            raise EngineError(_IN_USE.format(prefix=prefix))
+    finally:
+        os.close(fd)
 
 
 def _reserve(seg: shared_memory.SharedMemory) -> None:

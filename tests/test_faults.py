@@ -159,3 +159,30 @@ def test_demo_interrupted_leaves_no_shared_memory(sig):
     assert p.returncode == 0 and "Traceback" not in rest, rest
     assert "removed" in rest, rest
     assert set(glob.glob("/dev/shm/engine.mirror0.*")) - before == set(), "segments left"
+
+
+# ------------------------------------------------------------------ one name, one engine
+def test_a_second_engine_under_the_same_name_leaves_the_first_alone(tmp_path):
+    """Memory-driver runs have no device to be busy: the first run's lock on its control
+    segment is what keeps a second one from reclaiming (unlinking) it."""
+    first = start(tmp_path)
+    try:
+        before = {s: os.stat(s).st_ino for s in segments()}
+        second = subprocess.run([sys.executable, "-m", "engine", "--driver", "memory",
+                                 "--device", DEVICE, "--duration", "1"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip().splitlines()[-1].startswith(
+            "engine: error: an engine already runs under the shared-memory name"), second.stderr
+        assert {s: os.stat(s).st_ino for s in segments()} == before
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        err = first.communicate(timeout=30)[1]
+    assert first.returncode == 0 and "read 30 frames, wrote 30" in err, err
+
+
+def test_the_memory_driver_has_a_name_of_its_own():
+    p = subprocess.run([sys.executable, "-m", "engine", "--driver", "memory", "--duration",
+                        "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and " on memory0 " in p.stderr, p.stderr
