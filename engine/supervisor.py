@@ -288,6 +288,23 @@ def _actor_index(name: str, workers: int) -> int:
     return 0 if name == "reader" else workers + 1
 
 
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38  # linux/prctl.h
+
+
+def _linux_prctl():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _last_cap() -> int:
+    """The highest capability number this kernel knows (capabilities(7))."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40  # CAP_CHECKPOINT_RESTORE, the last one as of Linux 5.9
+
+
 def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
     """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
     and the capture file are handed to `user` (the file by its descriptor, never by a
@@ -302,7 +319,14 @@ def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
         os.chown(path, pw.pw_uid, pw.pw_gid)
     if pcap_fd is not None:
         os.fchown(pcap_fd, pw.pw_uid, pw.pw_gid)
+    libc = _linux_prctl()
+    # The bounding set can only be emptied while we still hold CAP_SETPCAP; then no
+    # program the engine's processes might exec could regain a capability.
+    for cap in range(_last_cap() + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     os.setgroups(os.getgrouplist(user, pw.pw_gid))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:  # nor gain privilege by setuid bits
+        raise EngineError("--user: could not set no_new_privs")
     log.info("dropped privileges to %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)

@@ -119,9 +119,11 @@ def status(pid: int) -> dict:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def assert_runs_as(pids, pw) -> None:
+def assert_runs_as(pids, pw, dropped: bool = True) -> None:
     """Every pid: the user's uid and gid in all four slots (real, effective, saved, fs),
-    the user's groups at most, and no capability. All violations in one message."""
+    the user's groups at most, and no capability; when the engine dropped root itself
+    (`dropped`), an empty bounding set and no_new_privs too. All violations in one
+    message."""
     groups = sorted(set(os.getgrouplist(pw.pw_name, pw.pw_gid)))
     bad = []
     for pid in pids:
@@ -140,6 +142,9 @@ def assert_runs_as(pids, pw) -> None:
         for cap in ("CapEff", "CapPrm", "CapAmb"):
             if int(st[cap], 16):
                 bad.append(f"{who}: {cap} {st[cap]}")
+        if dropped and (int(st["CapBnd"], 16) or st.get("NoNewPrivs") != "1"):
+            bad.append(f"{who}: CapBnd {st['CapBnd']}, NoNewPrivs {st.get('NoNewPrivs')} "
+                       f"(an exec could regain privileges)")
     assert not bad, "\n".join(bad)
 
 
@@ -284,7 +289,7 @@ def test_provisioned_device_runs_without_root(user, runtime):
         assert "attached" in eng.log, eng.log
         tree = engine_tree(eng.proc.pid)
         assert len(tree) >= 6
-        assert_runs_as([p.pid for p in tree], user)
+        assert_runs_as([p.pid for p in tree], user, dropped=False)   # never had root
         for dst in ("198.18.5.7", "2001:db8:5::7"):
             p = ping(ns, dst)
             assert p.returncode == 0, p.stdout + p.stderr

@@ -204,7 +204,7 @@ def test_up_unknown_user_or_group(capsys, linux_calls):
 
 def test_up_bad_address_fails_before_creating(capsys, linux_calls):
     code, _, err = run_cli(capsys, "up", "mirror0", "--address", "2001:db8::1/64")
-    assert code == 1 and "IPv4" in err and linux_calls == []
+    assert code == 2 and "IPv4" in err and linux_calls == []   # a bad argument: 2
 
 
 def test_up_failure_after_create_removes_the_device(capsys, monkeypatch, linux_calls):
