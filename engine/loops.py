@@ -25,8 +25,10 @@ idle loop blocks in poll() (engine/wake.py). Counters are committed once per bat
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -152,6 +154,12 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+# A reader's exit status when its device was deleted under it (reads fail with EBADFD):
+# the supervisor then stops the engine, saying so once, instead of restarting the reader.
+EXIT_DEVICE_GONE = 3
+DEVICE_GONE = {getattr(errno, "EBADFD", -1)}
+
+
 def _stopping(m: shm.Mapped) -> bool:
     return m.ctl[shm.STOP] != 0
 
@@ -163,10 +171,19 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
         m = shm.attach(ctx.prefix, ctx.layout)
     r = _Reader(ctx, m)
     m.ready[0] = os.getpid()
-    r.run()
+    try:
+        r.run()
+    except OSError as e:
+        if e.errno not in DEVICE_GONE:
+            raise
+        gone = True   # nothing more will be read: the workers drain and stop as at the end
+    else:
+        gone = False
     m.ctl[shm.READER_DONE] = 1
     for i in range(ctx.workers):  # let the workers see that nothing more is coming
         os.eventfd_write(ctx.efds[1 + i].fd, 1)
+    if gone:
+        sys.exit(EXIT_DEVICE_GONE)
 
 
 class _Reader:

@@ -232,11 +232,17 @@ class Supervisor:
         self.procs[name] = p
 
     def _restart_dead(self) -> None:
-        for name, p in list(self.procs.items()):
-            if p.is_alive():
-                continue
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        dead = [(name, p) for name, p in self.procs.items() if not p.is_alive()]
+        if not dead:
+            return
+        if any(p.exitcode == loops.EXIT_DEVICE_GONE for _, p in dead):
+            self.stop_reason = f"error: device {self.dev.name} went away"
+            return
+        # Deaths seen together are one incident toward the limit: the forkserver's death
+        # takes every actor with it, and must not count as six restarts.
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        for name, p in dead:
             if len(self.restarts) > RESTART_LIMIT:
                 self.stop_reason = (f"error: {len(self.restarts)} restarts within "
                                     f"{RESTART_WINDOW:.0f} s (last: {name}, exit code "
@@ -250,6 +256,11 @@ class Supervisor:
     def _stop_children(self) -> None:
         m = self.segments.mapped
         m.ctl[shm.STOP] = 1
+        reader = self.procs.get("reader")
+        if reader is not None and not reader.is_alive():
+            # a dead reader reads no more: say so for it, so the workers drain and stop
+            # instead of waiting to be killed
+            m.ctl[shm.READER_DONE] = 1
         for efd in self.ctx.efds:
             os.eventfd_write(efd.fd, 1)
         deadline = time.monotonic() + DRAIN_TIMEOUT

@@ -186,3 +186,24 @@ def test_the_memory_driver_has_a_name_of_its_own():
     p = subprocess.run([sys.executable, "-m", "engine", "--driver", "memory", "--duration",
                         "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and " on memory0 " in p.stderr, p.stderr
+
+
+# ------------------------------------------------------------------ the device deleted
+@pytest.mark.privileged
+def test_the_device_deleted_under_the_engine_is_one_line_and_a_clean_stop():
+    """`ip link del` of the engine's device: reads fail (EBADFD). The engine says so once,
+    restarts nothing, and its workers drain and stop in time (none is killed)."""
+    from netns import Engine, Netns
+    ns = Netns()
+    try:
+        eng = Engine(ns, "--workers", "2", "--address", "198.18.0.1/24")
+        ns.sh("ip link del mir0")
+        eng.proc.wait(30)
+        eng._reader.join(2)
+        assert eng.proc.returncode == 1, eng.log
+        assert "engine: stopping: error: device mir0 went away" in eng.log, eng.log
+        assert "restarting it" not in eng.log and "Traceback" not in eng.log, eng.log
+        assert "did not stop in time" not in eng.log, eng.log
+        assert ns.shm_segments("mir0") == []
+    finally:
+        ns.close()
