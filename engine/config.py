@@ -98,10 +98,11 @@ class Config:
         if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
             _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
         else:
-            _check(0 < len(self.device.encode()) < IFNAMSIZ and "/" not in self.device
-                   and not any(c.isspace() for c in self.device),
-                   f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, no '/' "
-                   f"or spaces")
+            # the kernel's dev_valid_name(): "." and ".." name directories, ':' aliases
+            _check(0 < len(self.device.encode()) < IFNAMSIZ and self.device not in (".", "..")
+                   and not any(c.isspace() or c in "/:" for c in self.device),
+                   f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, not '.' "
+                   f"or '..', no '/', ':' or spaces")
         _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
         _check(self.driver in DRIVERS, f"--driver {self.driver!r}: one of {', '.join(DRIVERS)}")
         _check(1 <= self.workers <= 64, f"--workers {self.workers}: between 1 and 64")
@@ -127,9 +128,15 @@ class Config:
             check_mirror_network(self.address, "--address", self.allow_wide_prefix)
         if self.address6 is not None:
             check_mirror_network(self.address6, "--address6", self.allow_wide_prefix)
-        _check(self.pool_frames >= 8 * self.workers,
+        need = 8 * self.workers
+        _check(self.pool_frames >= need,
                f"--pool-mib {self.pool_mib}: too small: {self.pool_frames} frames of "
-               f"{self.slot_size} bytes for {self.workers} workers (need {8 * self.workers})")
+               f"{self.slot_size} bytes for {self.workers} workers (need {need})"
+               if self.pool_mib else
+               f"--workers {self.workers}: the default pool ({self.pool_bytes >> 20} MiB, "
+               f"{self.pool_frames} frames of {self.slot_size} bytes) is too small for "
+               f"{self.workers} workers (need {need} frames): give --pool-mib "
+               f"{-(-need * self.slot_size >> 20)} or more")
 
     # ---- derived sizes -------------------------------------------------------------
     @property

@@ -27,8 +27,8 @@ import psutil
 
 from . import monitor, shm
 from .stats import counters_view
-from .config import DEFAULT_DEVICE
-from .errors import EngineError
+from .config import DEFAULT_DEVICE, Config
+from .errors import ConfigError, EngineError
 
 RATE_INTERVAL = 1.0   # seconds between the two samples of a one-shot report
 START_WAIT = 2.0      # seconds to wait for an engine that is creating its segments
@@ -138,8 +138,12 @@ def report(device: str, prev, cur, as_json: bool, with_counters: bool) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.watch is not None and args.watch <= 0:
+    if args.watch is not None and not 0 < args.watch < float("inf"):  # nan fails both
         build_parser().error("--watch: a positive number of seconds")
+    try:
+        Config(device=args.device)        # the engine's own rule for device names
+    except ConfigError as e:
+        build_parser().error(str(e))
     try:
         view, path = attach_readonly(args.device)
         cache: dict = {}

@@ -74,3 +74,24 @@ def test_demo_without_root_says_so_in_one_line(monkeypatch, capsys):
     assert demo.main([]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs root" in err
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--device", "."), "not '.' or '..'"),
+    (("--device", ".."), "not '.' or '..'"),
+    (("--device", "a:b"), "no '/', ':' or spaces"),
+    (("--offload", "--workers", "64"), "--workers 64: the default pool (32 MiB"),
+    (("--user", "nosuchuser-x"), "--user 'nosuchuser-x': no such user"),
+])
+def test_bad_arguments_are_one_line_and_exit_2_before_anything_is_made(args, words):
+    p = engine("--driver", "memory", *args, "--duration", "0.5")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert words in p.stderr.strip().splitlines()[-1], p.stderr
+
+
+@pytest.mark.parametrize("args", [("--watch", "nan"), ("--watch", "inf"),
+                                  ("--device", "x" * 300)])
+def test_stats_bad_arguments_are_one_line(args):
+    p = engine("stats", *args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("python -m engine stats: error:")
