@@ -8,7 +8,8 @@ pass. It returns one reason code per frame: 0 = forward, otherwise 1 + an index 
 
 Validation (DESIGN.md §2, invariants 3 and 4), in order of precedence:
   not_ip        version nibble not 4 or 6
-  malformed     IPv4: frame < 20, IHL < 5, header past the frame, total length != frame
+  malformed     IPv4: frame < 20, IHL < 5, header past the frame, total length != frame,
+                an option whose length is under 2 or runs past the header (RFC 791)
                 IPv6: frame < 40, payload length + 40 != frame (jumbograms included)
                 TAP mode: a shorter IP length is accepted in a 60-byte Ethernet frame
                 (minimum-frame padding, DESIGN.md §2.3; engine/l2.py `padded`)
@@ -254,6 +255,8 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
     else:
         ok = L >= IPV4_MIN_HEADER
     ok &= _length_ok(rule, (ip[:, 2].astype(np.int64) << 8) | ip[:, 3], L, ihl)
+    if not isinstance(ihl, int):
+        ok &= ~_options_bad(ip, ihl, ok)
     ok &= _checksum_ok(ip, ihl)
     addr, mask, net, bcast = (_le32(x) for x in rule._v4[:4])
     a = ip[:, IPV4_SRC:IPV4_DST + 4].view("<u4")    # src, dst as little-endian words
@@ -303,6 +306,32 @@ def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _options_bad(ip: np.ndarray, ihl: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """IPv4 frames (of those in `among`, whose IHL fits the frame) with options that do not
+    parse. Frames with options are rare and short, so each is walked in Python."""
+    bad = np.zeros(len(ip), bool)
+    for k in np.flatnonzero(among & (ihl > IPV4_MIN_HEADER)).tolist():
+        bad[k] = not _options_ok(ip[k, IPV4_MIN_HEADER:ihl[k]].tobytes())
+    return bad
+
+
+def _options_ok(opts: bytes) -> bool:
+    """RFC 791 §3.1: each option is one byte (0 end of list, 1 no-op) or a type, a length of
+    at least 2 that covers both, and data, all within the header; the end ends the list."""
+    i, n = 0, len(opts)
+    while i < n:
+        kind = opts[i]
+        if kind == 0:
+            return True
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or opts[i + 1] < 2 or i + opts[i + 1] > n:
+            return False
+        i += opts[i + 1]
+    return True
+
+
 def _vnet_ok(vh: np.ndarray, L: np.ndarray, ver) -> np.ndarray:
     """virtio_net_hdr sanity: a GSO type we enabled and that matches the IP version (`ver`:
     per frame, or one for all), and a checksum-offload span inside the packet. The kernel
@@ -329,6 +358,7 @@ def _reasons(rule, frames, slots, ip, L, ok, is4, is6, vo) -> np.ndarray:
     total = (ip[:, 2].astype(np.int64) << 8) | ip[:, 3]
     bad4 = ((L < IPV4_MIN_HEADER) | (ihl < IPV4_MIN_HEADER) | (ihl > L)
             | ~_length_ok(rule, total, L, ihl))
+    bad4 |= _options_bad(ip, ihl, is4 & ~bad4)
     payload6 = (ip[:, 4].astype(np.int64) << 8) | ip[:, 5]
     bad6 = (L < IPV6_HEADER) | ~_length_ok(rule, payload6 + IPV6_HEADER, L, IPV6_HEADER)
     reason[(is4 & bad4) | (is6 & bad6)] = R["malformed"]
@@ -385,7 +415,8 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
             first, total = _HDR4.unpack_from(buf, o)
             ihl = (first & 15) << 2
             if ihl < IPV4_MIN_HEADER or ihl > n or (total != n and not _length_ok_one(
-                    rule, total, n, ihl)):
+                    rule, total, n, ihl)) or (ihl > IPV4_MIN_HEADER and not _options_ok(
+                    bytes(buf[o + IPV4_MIN_HEADER:o + ihl]))):
                 return R["malformed"]
             if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:   # as above
                 return R["bad_checksum"]
