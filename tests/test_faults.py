@@ -207,3 +207,18 @@ def test_the_device_deleted_under_the_engine_is_one_line_and_a_clean_stop():
         assert ns.shm_segments("mir0") == []
     finally:
         ns.close()
+
+
+@pytest.mark.privileged
+def test_a_multi_queue_device_is_refused_by_name():
+    from netns import Netns
+    ns = Netns()
+    try:
+        ns.sh("ip tuntap add dev mq0 mode tun multi_queue")
+        p = ns.run(sys.executable, "-m", "engine", "--device", "mq0", "--workers", "1",
+                   timeout=60)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        last = p.stderr.strip().splitlines()[-1]
+        assert "device mq0 is multi-queue" in last and "ip tuntap add dev mq0 mode tun" in last
+    finally:
+        ns.close()

@@ -150,7 +150,12 @@ def _setiff_error(name: str, err: int) -> str:
         return (f"not allowed to attach to {name}: run as root (CAP_NET_ADMIN), or provision "
                 f"it for your user with `python -m provisioning up --owner USER`")
     if err == errno.EINVAL:
-        return f"device {name} exists but is not a TUN or TAP device (or is multi-queue)"
+        flags = tun_mode.device_flags(name)
+        if flags is not None and flags & abi.IFF_MULTI_QUEUE:
+            return (f"device {name} is multi-queue (IFF_MULTI_QUEUE); the engine opens a "
+                    f"single queue: recreate it without multi_queue (ip tuntap add dev "
+                    f"{name} mode {tun_mode.mode_from_flags(flags)})")
+        return f"device {name} exists but is not a TUN or TAP device"
     return f"TUNSETIFF {name}: {os.strerror(err)}"
 
 

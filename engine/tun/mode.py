@@ -30,16 +30,22 @@ def mode_from_flags(flags: int) -> Optional[str]:
     return "tun" if kind == IFF_TUN else "tap" if kind == IFF_TAP else None
 
 
-def device_mode(name: str, sysfs: str = SYSFS_NET) -> Optional[str]:
-    """The mode of the tun/tap device `name` as this process's /sys shows it; None when
-    there is no such device, it is not a tun/tap device, or the file cannot be read."""
+def device_flags(name: str, sysfs: str = SYSFS_NET) -> Optional[int]:
+    """The tun_flags of the tun/tap device `name` as this process's /sys shows them; None
+    when there is no such device, it is not a tun/tap device, or the file cannot be read."""
     if not name or "/" in name or name in (".", ".."):
         return None
     try:
         with open(os.path.join(sysfs, name, "tun_flags"), encoding="ascii") as f:
-            return mode_from_flags(int(f.read().strip(), 16))
+            return int(f.read().strip(), 16)
     except (OSError, ValueError):
         return None
+
+
+def device_mode(name: str, sysfs: str = SYSFS_NET) -> Optional[str]:
+    """The mode of the tun/tap device `name` (device_flags); None when unknown."""
+    flags = device_flags(name, sysfs)
+    return None if flags is None else mode_from_flags(flags)
 
 
 def attach_order(name: str, requested: Optional[str], sysfs: str = SYSFS_NET) -> Tuple[str, ...]:
