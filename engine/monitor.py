@@ -176,12 +176,16 @@ def _ctx(p: dict) -> int:
 
 
 def summary_line(prev: Snapshot, cur: Snapshot) -> str:
-    """rx/tx/drop rates, loss and host CPU in one line."""
+    """rx/tx/drop rates, loss and host CPU in one line. Loss counts only the frames the
+    engine failed to carry (stats.LOST_REASONS), not those the rule refused (filtered):
+    an idle host's stray router solicitations are not a 100 % loss."""
     r = rates(prev, cur)
-    loss = 100.0 * r["drops_ps"] / r["rx_pps"] if r["rx_pps"] else 0.0
+    lost = sum(r["drops"].get(k, 0.0) for k in stats.LOST_REASONS)
+    loss = 100.0 * lost / r["rx_pps"] if r["rx_pps"] else 0.0
     return (f"{cur.device or 'engine'} {r['interval']:.1f} s: rx {r['rx_pps']:,.0f} pkt/s "
             f"{r['rx_mbps']:.1f} Mbit/s, tx {r['tx_pps']:,.0f} pkt/s {r['tx_mbps']:.1f} Mbit/s, "
-            f"drops {r['drops_ps']:,.0f}/s (loss {loss:.2f}%), host cpu {cur.host_cpu:.0f}%")
+            f"filtered {r['drops_ps'] - lost:,.0f}/s, lost {lost:,.0f}/s (loss {loss:.2f}%), "
+            f"host cpu {cur.host_cpu:.0f}%")
 
 
 def format_table(prev: Snapshot, cur: Snapshot) -> str:

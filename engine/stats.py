@@ -26,6 +26,9 @@ DROP_REASONS = (
     "write_error",     # the device refused the frame on write
     "worker_restart",  # in flight in a process that died
 )
+# Of those, the frames the engine failed to carry (capacity, faults); the others were
+# refused by the rule on purpose (filtered), which is no loss.
+LOST_REASONS = ("too_big", "ring_full", "write_error", "worker_restart")
 HIST_BINS = ("1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+")
 
 FIELDS = (

@@ -148,6 +148,12 @@ def test_rates_between_two_snapshots():
     assert r["procs"]["supervisor"]["ctx_ps"] == 100
 
 
+def test_loss_counts_frames_lost_not_frames_filtered():
+    prev, cur = snap(0.0, 0, 0), snap(2.0, 20000, 100)
+    cur.totals["drops"].update(not_mirrored=60, ring_full=40)
+    assert "filtered 30/s, lost 20/s (loss 0.20%)" in monitor.summary_line(prev, cur)
+
+
 def test_rates_of_a_restarted_process_have_no_ctx_rate():
     r = monitor.rates(snap(0.0, 0, 0), snap(1.0, 10, 0, pid=4343))
     assert r["procs"]["supervisor"]["ctx_ps"] is None
@@ -157,7 +163,8 @@ def test_format_table():
     text = monitor.format_table(snap(0.0, 0, 0), snap(2.0, 20000, 100, ctx=300))
     lines = text.splitlines()
     assert lines[0].startswith("mir0 2.0 s: rx 10,000 pkt/s 10.0 Mbit/s, tx 9,950 pkt/s")
-    assert "loss 0.50%" in lines[0] and "host cpu 30%" in lines[0]
+    # the 50 drops are not_mirrored: filtered by the rule, not lost
+    assert "filtered 50/s, lost 0/s (loss 0.00%)" in lines[0] and "host cpu 30%" in lines[0]
     reader = next(x for x in lines if x.startswith("reader"))
     assert reader.split()[:3] == ["reader", "10,000", "10.0"]
     assert "drops: not_mirrored 50.0/s (100)" in lines
