@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import pcap
+from . import pcap, platform
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,10 @@ class Capture:
 
     def open(self, count: memoryview) -> "CaptureWriter":
         """An actor's appender; `count` is the shared word counting captured frames."""
-        return CaptureWriter(self, os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC),
-                             count)
+        # not inherited by children (PEP 446 makes every os.open so, on every platform);
+        # O_BINARY: Windows would otherwise translate the records' newline bytes
+        flags = os.O_WRONLY | os.O_APPEND | platform.O_BINARY
+        return CaptureWriter(self, os.open(self.path, flags), count)
 
 
 class CaptureWriter:

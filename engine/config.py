@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from . import platform
 from .errors import ConfigError
 
 MAX_BATCH = 1024  # frames per batch at most; also what one reader step reads at most
@@ -66,10 +66,7 @@ class Config:
     pcap_count: int = 100_000       # ...up to this many
     inline: str = "auto"            # when the reader mirrors frames itself (engine/loops.py)
     io: str = "auto"                # auto: io_uring batches where available; syscall: never
-    # forkserver: children fork from a server that has imported the engine already, so a
-    # start or restart takes milliseconds, and their arguments are still pickled as under
-    # spawn (Windows' only method), so pickling mistakes show up on Linux too.
-    start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    start_method: str = platform.DEFAULT_START_METHOD  # forkserver on Linux (engine/platform)
     wintun_dll: Optional[str] = None
     # memory driver (tests, kernel-free benchmark): frames replayed from a pcap, output pcap
     replay: Optional[str] = None
@@ -77,10 +74,15 @@ class Config:
     sink: Optional[str] = None
     replay_hold: bool = False       # keep running once the replay is done (--duration, a signal)
 
+    @property
+    def resolved_driver(self) -> str:
+        """The backend --driver names; `auto` is this platform's own ("" if none)."""
+        return platform.DEFAULT_DRIVER if self.driver == "auto" else self.driver
+
     def __post_init__(self) -> None:
         if self.offload is None:
             object.__setattr__(self, "offload", self.driver != "memory")
-        if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
+        if self.resolved_driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
             _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
         else:
             _check(0 < len(self.device.encode()) < IFNAMSIZ and "/" not in self.device

@@ -5,8 +5,9 @@ Two segments per run, created 0600 by the supervisor only (DESIGN.md invariants 
   <prefix>.pool   the frame pool: `pool_frames` slots of `slot_size` bytes, uint8 [P, S]
   <prefix>.ctl    control words, per-actor wait flags, counters, and every ring
 
-The prefix names the device and the network namespace (`engine.<dev>.<netns inode>`),
-because /dev/shm is shared by all namespaces while device names are not. A run that
+The prefix names the device and the network namespace (`engine.<dev>.<netns inode>` on
+Linux, `engine.<dev>.0` elsewhere: engine/platform), because /dev/shm is shared by all
+namespaces while device names are not. A run that
 attached the device exclusively owns the prefix, so segments found under it at start
 belong to a crashed run and are reclaimed.
 
@@ -14,13 +15,12 @@ Every process derives the same `Layout` from the same numbers, then maps the seg
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
 
-from . import stats
+from . import platform, stats
 from .ring import Ring, ring_bytes
 
 LINE = 64
@@ -55,11 +55,7 @@ def _pow2_ceil(n: int) -> int:
 
 
 def shm_prefix(device: str) -> str:
-    try:
-        ns = os.stat("/proc/self/ns/net").st_ino
-    except OSError:  # not Linux: one namespace
-        ns = 0
-    return f"engine.{device}.{ns}"
+    return f"engine.{device}.{platform.namespace_tag()}"
 
 
 @dataclass(frozen=True)
@@ -233,12 +229,5 @@ def attach(prefix: str, layout: Layout) -> Mapped:
 
 def reclaim(prefix: str) -> list:
     """Unlink segments a crashed run left under `prefix`; returns their names."""
-    gone = []
-    for part in ("pool", "ctl"):
-        path = f"/dev/shm/{prefix}.{part}"
-        try:
-            os.unlink(path)
-            gone.append(path)
-        except FileNotFoundError:
-            pass
-    return gone
+    return [f"{prefix}.{part}" for part in ("pool", "ctl")
+            if platform.unlink_segment(f"{prefix}.{part}")]

@@ -22,20 +22,20 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import dataclasses
 import os
 import signal
 import threading
 import time
 from typing import Dict, Optional
 
-from . import loops, pcap, shm, stats
+from . import loops, pcap, platform, shm, stats
 from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, DEFAULT_ADDRESS
 from .errors import EngineError
 from .rewrite import Mirror
 from .tun import open_device
-from .wake import new_eventfd
 
 log = logging.getLogger("engine")
 
@@ -91,6 +91,7 @@ class Supervisor:
         self.stop_reason: Optional[str] = None
         self.segments: Optional[shm.Segments] = None
         self.dev = None
+        self.guard = None   # ties the children's lives to ours (engine/platform)
 
     # ---- lifetime ------------------------------------------------------------------
     def run(self) -> int:
@@ -110,7 +111,7 @@ class Supervisor:
             prefix = shm.shm_prefix(dev.name)
             self.segments = shm.Segments(prefix, layout)
             self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
-            efds = tuple(new_eventfd() for _ in range(layout.actors))
+            wakes = tuple(platform.new_wake() for _ in range(layout.actors))
             capture = None
             if cfg.pcap:
                 capture = Capture(cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
@@ -120,7 +121,10 @@ class Supervisor:
                 except OSError as e:
                     raise EngineError(f"--pcap {cfg.pcap}: {e.strerror}") from None
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
-                                     cfg.spin_us / 1e6, efds, capture, cfg.inline)
+                                     cfg.spin_us / 1e6, wakes, capture, cfg.inline)
+            # workers never touch the device: they get none, so a device that cannot
+            # leave this process (Wintun) or must not be held twice (TAP-Windows) is safe
+            self.worker_ctx = dataclasses.replace(self.ctx, device=None)
             log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
                      dev.name, getattr(dev, "mode", "tun"),
@@ -143,11 +147,12 @@ class Supervisor:
         input_end = getattr(self.dev, "frames_total", None)  # a finite input: a replay
         dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
         self.dump_requested = False
-        if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <supervisor pid>` dumps stats now
-            signal.signal(signal.SIGUSR1, self._on_usr1)
+        if platform.STATS_SIGNAL is not None:  # `kill -USR1 <supervisor pid>` dumps stats now
+            signal.signal(platform.STATS_SIGNAL, self._on_usr1)
         if self.stop_reason is not None:  # stopped while starting up
             log.info("stopping: %s", self.stop_reason)
             return 0
+        self.guard = platform.ChildGuard()
         if self.dev.io_threads:
             self._start_io_threads()
         for name in self._actor_names():
@@ -208,12 +213,13 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         if name.startswith("worker"):
-            target, args = loops.worker_loop, (self.ctx, int(name[6:]))
+            target, args = loops.worker_loop, (self.worker_ctx, int(name[6:]))
         else:
             target = {"reader": loops.reader_loop, "writer": loops.writer_loop}[name]
             args = (self.ctx,)
         p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
         p.start()
+        self.guard.adopt(p)
         self.procs[name] = p
 
     def _restart_dead(self) -> None:
@@ -235,8 +241,8 @@ class Supervisor:
     def _stop_children(self) -> None:
         m = self.segments.mapped
         m.ctl[shm.STOP] = 1
-        for efd in self.ctx.efds:
-            os.eventfd_write(efd.fd, 1)
+        for wake in self.ctx.wakes:
+            wake.set()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         for name, p in self.procs.items():
             p.join(max(0.0, deadline - time.monotonic()))
@@ -261,6 +267,8 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
+        if self.guard is not None:
+            self.guard.close()
         if self.segments is not None:
             self.segments.unlink()
         if self.dev is not None:

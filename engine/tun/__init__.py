@@ -55,10 +55,7 @@ class Device(Protocol):
 
 def open_device(cfg: "Config") -> Device:
     """Open (or create) the device the config names, with the backend for this platform."""
-    driver = cfg.driver
-    if driver == "auto":
-        driver = "linux" if sys.platform.startswith("linux") else (
-            "tap-windows" if sys.platform == "win32" else "")
+    driver = cfg.resolved_driver
     if driver == "memory":
         from . import memory
         return memory.open(cfg)
@@ -71,4 +68,4 @@ def open_device(cfg: "Config") -> Device:
     if driver == "wintun":
         from . import wintun
         return wintun.open(cfg)
-    raise TunError(f"no device backend for platform {sys.platform!r}")
+    raise TunError(f"no device backend for this platform ({sys.platform}): pass --driver memory")

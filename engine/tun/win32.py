@@ -149,6 +149,31 @@ class MIB_UNICASTIPADDRESS_ROW(ctypes.Structure):
                 ("ScopeId", ULONG), ("CreationTimeStamp", ctypes.c_int64)]
 
 
+class JOBOBJECT_BASIC_LIMIT_INFORMATION(ctypes.Structure):
+    """winnt.h; 64 bytes on 64-bit Windows."""
+    _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+                ("LimitFlags", DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", DWORD),
+                ("Affinity", ULONG_PTR), ("PriorityClass", DWORD), ("SchedulingClass", DWORD)]
+
+
+class IO_COUNTERS(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+        "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+
+class JOBOBJECT_EXTENDED_LIMIT_INFORMATION(ctypes.Structure):
+    """winnt.h; 144 bytes on 64-bit Windows."""
+    _fields_ = [("BasicLimitInformation", JOBOBJECT_BASIC_LIMIT_INFORMATION),
+                ("IoInfo", IO_COUNTERS), ("ProcessMemoryLimit", ctypes.c_size_t),
+                ("JobMemoryLimit", ctypes.c_size_t), ("PeakProcessMemoryUsed", ctypes.c_size_t),
+                ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+
+JobObjectExtendedLimitInformation = 9       # winnt.h JOBOBJECTINFOCLASS
+JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000  # winnt.h
+
 AF_INET = 2       # ws2def.h
 AF_INET6 = 23     # ws2def.h (not Linux's 10)
 IP_DAD_STATE_PREFERRED = 4  # nldef.h NL_DAD_STATE IpDadStatePreferred
@@ -172,6 +197,10 @@ KERNEL32: Dict[str, Signature] = {
     "SetEvent": (BOOL, (HANDLE,)),
     "ResetEvent": (BOOL, (HANDLE,)),
     "WaitForSingleObject": (DWORD, (HANDLE, DWORD)),
+    "WaitForMultipleObjects": (DWORD, (DWORD, ctypes.POINTER(HANDLE), BOOL, DWORD)),
+    "CreateJobObjectW": (HANDLE, (LPVOID, LPCWSTR)),
+    "SetInformationJobObject": (BOOL, (HANDLE, ctypes.c_int32, LPVOID, DWORD)),
+    "AssignProcessToJobObject": (BOOL, (HANDLE, HANDLE)),
 }
 
 IPHLPAPI: Dict[str, Signature] = {

@@ -1,0 +1,47 @@
+"""The process-level facilities that differ by operating system, bound once at import
+(psutil's `_psplatform`, trio's `_core` do the same): the rest of the engine asks this
+module, never `sys.platform`, `hasattr(os, ...)` or an AttributeError.
+
+Three implementations, chosen here and nowhere else:
+
+- `linux`: eventfd + poll(2) wake-ups, descriptors passed with DupFd, PR_SET_PDEATHSIG,
+  sched_getaffinity, the network namespace in shared-memory names.
+- `windows`: an auto-reset event per actor (CreateEventW / SetEvent /
+  WaitForMultipleObjects) passed with DuplicateHandle, a Job Object that kills the
+  children when the supervisor goes, no namespaces.
+- `portable`: any other Python (a POSIX system without eventfd or poll, or a Linux
+  Python with those removed, as the off-Linux test makes one): multiprocessing
+  semaphores for wake-ups, a thread watching the parent's sentinel for dying with it.
+
+Every implementation provides the same names (see `__all__`).
+"""
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+if sys.platform == "win32":
+    from . import windows as _impl
+elif hasattr(os, "eventfd") and hasattr(select, "poll"):
+    from . import linux as _impl
+else:
+    from . import portable as _impl
+
+__all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_BINARY",
+           "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
+           "yield_cpu", "namespace_tag", "unlink_segment"]
+
+NAME: str = _impl.NAME
+DEFAULT_DRIVER: str = _impl.DEFAULT_DRIVER          # what --driver auto means here
+DEFAULT_START_METHOD: str = _impl.DEFAULT_START_METHOD
+STATS_SIGNAL = _impl.STATS_SIGNAL                   # the signal that asks for a stats dump, or None
+O_BINARY: int = _impl.O_BINARY                      # os.open flag for binary files (0 on POSIX)
+new_wake = _impl.new_wake                           # () -> a Wake: set(), waiter(watch)
+die_with_parent = _impl.die_with_parent             # a child, at start: go when the parent goes
+ChildGuard = _impl.ChildGuard                       # the supervisor: adopt(process), close()
+usable_cpus = _impl.usable_cpus
+share_cpus = _impl.share_cpus                       # () -> whether idle spins should yield
+yield_cpu = _impl.yield_cpu
+namespace_tag = _impl.namespace_tag                 # () -> str, part of segment names
+unlink_segment = _impl.unlink_segment               # (name) -> bool: a leftover was removed

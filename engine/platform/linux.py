@@ -1,0 +1,102 @@
+"""Linux: eventfd + poll(2) wake-ups, PR_SET_PDEATHSIG, CPU affinity, network namespaces."""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+
+from ..handles import InheritedFd
+
+NAME = "linux"
+DEFAULT_DRIVER = "linux"
+# forkserver: children fork from a server that has imported the engine already, so a
+# start or restart takes milliseconds, and their arguments are still pickled as under
+# spawn (Windows' only method), so pickling mistakes show up on Linux too.
+DEFAULT_START_METHOD = "forkserver"
+STATS_SIGNAL = signal.SIGUSR1
+O_BINARY = 0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class Wake:
+    """One actor's eventfd; pickles into a child being started (engine/handles.py)."""
+
+    __slots__ = ("efd",)
+
+    def __init__(self, efd: InheritedFd) -> None:
+        self.efd = efd
+
+    def set(self) -> None:
+        os.eventfd_write(self.efd.fd, 1)
+
+    def waiter(self, watch=()):
+        """A wait(timeout) that returns when this wake is set or a `watch` fd polls
+        readable; it resets the eventfd counter when that was what woke it."""
+        fd = self.efd.fd
+        poll = select.poll()
+        for w in (fd, *watch):
+            poll.register(w, select.POLLIN)
+
+        def wait(timeout: float) -> None:
+            for ready, _ in poll.poll(timeout * 1000.0):
+                if ready == fd:
+                    os.eventfd_read(fd)
+        return wait
+
+    def close(self) -> None:
+        self.efd.close()
+
+
+def new_wake() -> Wake:
+    return Wake(InheritedFd(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)))
+
+
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: if the process that started us dies (the supervisor, or the
+    forkserver, which exits when the supervisor does), we are killed too, so a killed
+    supervisor leaves no process holding the device."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before we armed the signal
+        os._exit(1)
+
+
+class ChildGuard:
+    """Nothing to do in the supervisor: each child arms its own PR_SET_PDEATHSIG."""
+
+    def adopt(self, process) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def share_cpus() -> bool:
+    """SCHED_BATCH for this process (no wake-up preemption, no privilege needed); True
+    when it took, so the idle spin then yields on every turn (see loops._share_cpus)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:  # a seccomp policy, say: keep the default policy
+        pass
+    return True
+
+
+yield_cpu = os.sched_yield
+
+
+def namespace_tag() -> str:
+    """/dev/shm is shared by all network namespaces while device names are not."""
+    return str(os.stat("/proc/self/ns/net").st_ino)
+
+
+def unlink_segment(name: str) -> bool:
+    try:
+        os.unlink(f"/dev/shm/{name}")
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,107 @@
+"""Any other Python: only what multiprocessing itself offers everywhere.
+
+Wake-ups are multiprocessing semaphores: they cross into a spawned child by name (POSIX)
+or by handle (Windows) with no descriptor passing, and `acquire(timeout=...)` is a real
+blocking wait, so an idle engine still sleeps. A semaphore cannot be waited on together
+with a descriptor, so a device with a pollable fd has no wake-up here (the backends for
+this case have none: the memory device, the Windows ones). A child dies with its parent
+through a thread that waits on the parent's sentinel, which every start method provides.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+
+NAME = "portable"
+DEFAULT_DRIVER = ""   # no device backend is known to work here but the memory one
+DEFAULT_START_METHOD = "spawn"
+STATS_SIGNAL = getattr(signal, "SIGUSR1", None)
+O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+class Wake:
+    """One actor's semaphore; set() may run several times before a wait, and the wait
+    then takes them all."""
+
+    __slots__ = ("sem",)
+
+    def __init__(self, sem) -> None:
+        self.sem = sem
+
+    def set(self) -> None:
+        self.sem.release()
+
+    def waiter(self, watch=()):
+        if watch:
+            raise ValueError("this platform cannot wait on a wake-up and a device "
+                             "descriptor together")
+        sem = self.sem
+
+        def wait(timeout: float) -> None:
+            if sem.acquire(True, timeout):
+                while sem.acquire(False):
+                    pass
+        return wait
+
+    def close(self) -> None:
+        pass
+
+
+def new_wake() -> Wake:
+    # spawn context: such a semaphore may also be handed to a forked child, not vice versa
+    return Wake(multiprocessing.get_context("spawn").Semaphore(0))
+
+
+def die_with_parent() -> None:
+    """A daemon thread that ends this process as soon as its parent's sentinel fires."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+    threading.Thread(target=watch, name="engine-parent-watch", daemon=True).start()
+
+
+class ChildGuard:
+    """Nothing to do in the supervisor: each child watches its parent (die_with_parent)."""
+
+    def adopt(self, process) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def usable_cpus() -> int:
+    count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13+: honours affinity
+    return count() or 1
+
+
+def share_cpus() -> bool:
+    return False  # no SCHED_BATCH: idle spins do not yield either
+
+
+def yield_cpu() -> None:
+    time.sleep(0)
+
+
+def namespace_tag() -> str:
+    return "0"  # no network namespaces known here
+
+
+def unlink_segment(name: str) -> bool:
+    try:
+        import _posixshmem
+    except ImportError:  # Windows: a mapping goes with its last handle
+        return False
+    try:
+        _posixshmem.shm_unlink("/" + name)
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,124 @@
+"""Windows, through kernel32 (declarations in engine/tun/win32.py).
+
+Waking: an auto-reset event per actor (CreateEventW). SetEvent leaves it signalled until
+one wait returns on it, which resets it, so a poke between the sleeper's check and its
+wait is not lost (the eventfd counter's part on Linux). WaitForMultipleObjects waits on
+it together with device handles. The event crosses into a child through
+DuplicateHandle (multiprocessing.reduction.DupHandle), with only the rights waiting and
+setting need.
+
+Dying with the supervisor: Windows has no parent-death signal. The supervisor puts each
+child in a Job Object created with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; when the
+supervisor exits, however it exits, its handle to the job closes and the system ends
+every process in the job.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+
+from ..tun import win32
+from .portable import share_cpus, usable_cpus, yield_cpu  # noqa: F401 - same here
+
+NAME = "windows"
+DEFAULT_DRIVER = "tap-windows"
+DEFAULT_START_METHOD = "spawn"   # the only one Windows has
+STATS_SIGNAL = None              # no SIGUSR1: `python -m engine stats` reads the counters
+O_BINARY = getattr(os, "O_BINARY", 0x8000)  # fcntl.h of the MSVC runtime
+SYNCHRONIZE = 0x00100000         # winnt.h
+EVENT_MODIFY_STATE = 0x0002      # winnt.h
+
+log = logging.getLogger("engine")
+
+
+class Wake:
+    __slots__ = ("handle", "_k")
+
+    def __init__(self, handle: int, k32: win32.Api) -> None:
+        self.handle, self._k = handle, k32
+
+    def __reduce__(self):
+        if self.handle is None:
+            raise ValueError("wake event is closed")
+        return (_rebuild, (win32.duplicate_for_child(self.handle,
+                                                     SYNCHRONIZE | EVENT_MODIFY_STATE),))
+
+    def set(self) -> None:
+        if not self._k.SetEvent(self.handle):
+            raise self._k.fail("SetEvent")
+
+    def waiter(self, watch=()):
+        """A wait(timeout) that returns when this event is set (and resets it) or one of
+        the `watch` handles is signalled."""
+        k, handles = self._k, (win32.HANDLE * (1 + len(watch)))(self.handle, *watch)
+        n = len(handles)
+
+        def wait(timeout: float) -> None:
+            # rounded up: a 0.5 ms wait must not become a 0 ms one, which would spin
+            ms = min(math.ceil(timeout * 1000), win32.INFINITE - 1)
+            if k.WaitForMultipleObjects(n, handles, False, ms) == win32.WAIT_FAILED:
+                raise k.fail("WaitForMultipleObjects")
+        return wait
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            self._k.CloseHandle(handle)
+
+
+def _rebuild(dup) -> Wake:
+    return Wake(dup.detach(), win32.kernel32())
+
+
+def new_wake() -> Wake:
+    k = win32.kernel32()
+    handle = k.CreateEventW(None, False, False, None)  # auto-reset, not signalled
+    if not handle:
+        raise k.fail("CreateEventW")
+    return Wake(handle, k)
+
+
+def die_with_parent() -> None:
+    pass  # the supervisor's Job Object does it (ChildGuard)
+
+
+class ChildGuard:
+    """The supervisor's Job Object: every child adopted into it ends when the supervisor
+    does."""
+
+    def __init__(self) -> None:
+        k = self._k = win32.kernel32()
+        job = k.CreateJobObjectW(None, None)
+        if not job:
+            raise k.fail("CreateJobObjectW")
+        info = win32.JOBOBJECT_EXTENDED_LIMIT_INFORMATION()
+        info.BasicLimitInformation.LimitFlags = win32.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if not k.SetInformationJobObject(job, win32.JobObjectExtendedLimitInformation,
+                                         ctypes.byref(info), ctypes.sizeof(info)):
+            err = k.fail("SetInformationJobObject")
+            k.CloseHandle(job)
+            raise err
+        self._job = job
+
+    def adopt(self, process) -> None:
+        """Put a started child in the job (its sentinel is its process handle)."""
+        if not self._k.AssignProcessToJobObject(self._job, process.sentinel) \
+                and process.is_alive():
+            log.warning("%s will outlive a killed supervisor: %s", process.name,
+                        self._k.fail("AssignProcessToJobObject").strerror)
+
+    def close(self) -> None:
+        """Closing the last handle ends whatever child is still in the job."""
+        job, self._job = self._job, None
+        if job is not None:
+            self._k.CloseHandle(job)
+
+
+def namespace_tag() -> str:
+    return "0"  # no network namespaces
+
+
+def unlink_segment(name: str) -> bool:
+    return False  # a named mapping goes with its last handle: nothing is ever left over
