@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory driver: keep running once the replay is done (until "
                         "--duration or a signal), e.g. for `stats`; by default the engine "
                         "exits 0 once every frame is written or dropped")
+    p.add_argument("--io-threads", action="store_true",
+                   help="memory driver: run the reader and writer as threads of the "
+                        "supervisor, as the Windows backends must (tests that path anywhere)")
     p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
     p.add_argument("--start-method", default=Config.start_method, choices=START_METHODS,
                    help="how worker processes start (default %(default)s)")
@@ -86,6 +89,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
         replay_loops=a.replay_loops, sink=a.sink, replay_hold=a.replay_hold,
+        io_threads=a.io_threads,
         stats_interval=a.stats_interval,
         stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline,
         io=a.io)

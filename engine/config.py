@@ -73,6 +73,7 @@ class Config:
     replay_loops: int = 1
     sink: Optional[str] = None
     replay_hold: bool = False       # keep running once the replay is done (--duration, a signal)
+    io_threads: bool = False        # reader and writer as supervisor threads (Windows' way)
 
     @property
     def resolved_driver(self) -> str:
@@ -108,8 +109,9 @@ class Config:
         _check(self.inline in INLINE_MODES, f"--inline {self.inline!r}: one of "
                f"{', '.join(INLINE_MODES)}")
         _check(self.io in IO_MODES, f"--io {self.io!r}: one of {', '.join(IO_MODES)}")
-        _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold),
-               "--replay, --sink and --replay-hold need --driver memory")
+        _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold
+                                                or self.io_threads),
+               "--replay, --sink, --replay-hold and --io-threads need --driver memory")
         if self.address is not None:
             _check_mirror_network(self.address, "--address")
         if self.address6 is not None:

@@ -132,6 +132,9 @@ class Supervisor:
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
             log.info("frames: %s", loops.backlog_plan(cfg.inline, cfg.workers))
+            log.info("processes: %s platform, start method %s, device I/O in %s",
+                     platform.NAME, cfg.start_method,
+                     "supervisor threads" if dev.io_threads else "reader and writer processes")
             if cfg.replay:
                 log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
                          "(--offload)" if cfg.offload else "frames start at the IP header "

@@ -1,0 +1,85 @@
+"""The engine as a whole, off Linux: `python -m engine` over the memory device in a Python
+from which the Linux-only facilities are removed (tests/offlinux/sitecustomize.py), with
+the supervisor running the device I/O in threads as it does on Windows (--io-threads)
+and the platform's own start method (spawn). A replay goes through reader, workers and
+writer to a sink and a --pcap capture; every frame comes out mirrored and the engine
+exits 0 by itself. A file in, files out: no packet goes to any network."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine import pcap
+from packets import ipv4, ipv6, swapped4, udp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOOTSTRAP = os.path.join(ROOT, "tests", "offlinux")
+DEVICE = f"off{os.getpid() % 100000}"
+
+
+def off_linux_python(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BOOTSTRAP, ROOT]))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def mirrored6(p):
+    return p[:8] + p[24:40] + p[8:24] + p[40:]
+
+
+def test_the_bootstrap_really_removes_the_linux_facilities():
+    p = off_linux_python("-c", """if True:
+        import ctypes, os, select, multiprocessing.reduction as r
+        assert not hasattr(os, "eventfd") and not hasattr(os, "fork")
+        assert not hasattr(select, "poll") and not hasattr(r, "DupFd")
+        assert not hasattr(os, "sched_getaffinity") and not hasattr(os, "O_CLOEXEC")
+        try:
+            import fcntl
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("fcntl imported")
+        try:
+            ctypes.CDLL(None)
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("CDLL(None) loaded")
+        from engine import platform, shm
+        assert platform.NAME == "portable", platform.NAME
+        assert shm.shm_prefix("x") == "engine.x.0"   # /proc is not there for the engine
+        print("ok")
+        """)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_python_m_engine_runs_end_to_end_off_linux(tmp_path, workers):
+    frames = []
+    for i in range(600):
+        if i % 2:
+            frames.append(ipv4("198.18.0.1", f"198.18.0.{2 + i % 100}",
+                               udp(40000 + i % 7, 53, b"q%d" % i)))
+        else:
+            frames.append(ipv6("2001:db8::1", f"2001:db8::{2 + i % 50:x}",
+                               udp(40000 + i % 5, 53, b"s%d" % i)))
+    src, sink, cap = tmp_path / "in.pcap", tmp_path / "out.pcap", tmp_path / "cap.pcap"
+    pcap.write_frames(str(src), frames)
+    p = off_linux_python(
+        "-m", "engine", "--driver", "memory", "--device", DEVICE, "--replay", str(src),
+        "--sink", str(sink), "--pcap", str(cap), "--workers", str(workers),
+        "--inline", "never",  # every frame through the worker processes
+        "--address", "198.18.0.1/24", "--address6", "2001:db8::1/64", "--io-threads",
+        "--duration", "90")  # a bound only: the engine stops once the replay is done
+    assert p.returncode == 0, p.stderr
+    assert "processes: portable platform, start method spawn, device I/O in supervisor " \
+           "threads" in p.stderr, p.stderr
+    assert "stopping: replay done (600 frames)" in p.stderr, p.stderr
+    assert "read 600 frames, wrote 600, dropped 0" in p.stderr, p.stderr
+    assert "restarting" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    want = sorted(swapped4(f) if f[0] >> 4 == 4 else mirrored6(f) for f in frames)
+    assert sorted(pcap.read_frames(str(sink))) == want
+    assert sorted(pcap.read_frames(str(cap))) == want
+    assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
