@@ -19,8 +19,8 @@ BOOTSTRAP = os.path.join(ROOT, "tests", "offlinux")
 DEVICE = f"off{os.getpid() % 100000}"
 
 
-def off_linux_python(*args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BOOTSTRAP, ROOT]))
+def off_linux_python(*args, timeout=120, bootstrap=BOOTSTRAP, env=None):
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([bootstrap, ROOT]))
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -82,4 +82,31 @@ def test_python_m_engine_runs_end_to_end_off_linux(tmp_path, workers):
     want = sorted(swapped4(f) if f[0] >> 4 == 4 else mirrored6(f) for f in frames)
     assert sorted(pcap.read_frames(str(sink))) == want
     assert sorted(pcap.read_frames(str(cap))) == want
+    assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
+
+
+@pytest.mark.parametrize("driver", ["tap-windows", "wintun"])
+def test_the_windows_backends_start_their_workers_off_linux(tmp_path, driver):
+    """The supervisor opens a (fake) TAP-Windows adapter or Wintun session and runs its
+    I/O in two threads; the workers are separate spawned processes that get no device
+    (a Wintun session cannot be pickled at all, a TAP handle must not be held twice)."""
+    frames = [ipv4("198.18.0.1", f"198.18.0.{2 + i % 100}", udp(40000 + i % 7, 53, b"w%d" % i))
+              if i % 3 else
+              ipv6("2001:db8::1", f"2001:db8::{2 + i % 50:x}", udp(40000, 53, b"v%d" % i))
+              for i in range(300)]
+    src, sink = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    pcap.write_frames(str(src), frames)
+    env = {"ENGINE_FAKE_REPLAY": str(src), "ENGINE_FAKE_SINK": str(sink)}
+    p = off_linux_python(
+        "-m", "engine", "--driver", driver, "--device", DEVICE, "--workers", "2",
+        "--inline", "never", "--address", "198.18.0.1/24", "--address6", "2001:db8::1/64",
+        "--duration", "90", bootstrap=os.path.join(ROOT, "tests", "offlinux_windows"),
+        env=env)
+    assert p.returncode == 0, p.stderr
+    assert "device I/O in supervisor threads" in p.stderr, p.stderr
+    assert "ready: worker0" in p.stderr and "stopping: SIGTERM" in p.stderr, p.stderr
+    assert "read 300 frames, wrote 300, dropped 0" in p.stderr, p.stderr
+    assert "restarting" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert sorted(pcap.read_frames(str(sink))) == sorted(
+        swapped4(f) if f[0] >> 4 == 4 else mirrored6(f) for f in frames)
     assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
