@@ -16,7 +16,18 @@ adapter per call, so the script first looks for the adapter by name and hardware
 adapter of that driver, another VPN's included. The IPv4 address must equal the local
 address the engine passes in CONFIG_TUN, since the driver answers ARP only for requests
 from that address. In TUN mode tap-windows6 answers neighbour discovery only for fe80::8,
-so IPv6 follows OpenVPN: the address as /128 and the prefix routed via fe80::8.
+so IPv6 follows OpenVPN: the address as /128 and the prefix routed via fe80::8. In TAP
+mode the frames are Ethernet and the engine answers neighbour solicitations itself
+(engine/l2.py), so, as OpenVPN does in TAP mode, the address gets its real prefix and
+the prefix is on-link: no route via fe80::8, where nothing would answer.
+
+devcon and tapinstall exit 1 for "done, but a reboot is needed to finish" (devcon.h
+EXIT_REBOOT); that is success, and aborting there would leave the new adapter unnamed
+for a re-run to install a second one. REBOOT_EXIT_CODES says which steps may end so.
+
+`engine_command` is the command line that starts the engine on the adapter a plan sets
+up, every address included (an IPv6 address the engine is not told about is not
+mirrored).
 """
 from __future__ import annotations
 
@@ -38,14 +49,19 @@ TEMPLATES: Dict[str, List[str]] = {
     "mtu": ["netsh", "interface", "ipv4", "set", "subinterface", "{Name}", "mtu={Mtu}",
             "store=persistent"],
     "address6": ["netsh", "interface", "ipv6", "set", "address", "interface={Name}",
-                 "address={Address6}/128", "store=persistent"],
+                 "address={Address6}/{Prefix6}", "store=persistent"],
     "route6": ["netsh", "interface", "ipv6", "add", "route", "prefix={Network6}",
                "interface={Name}", "nexthop=" + TAP_IPV6_GATEWAY, "store=persistent"],
     "mtu6": ["netsh", "interface", "ipv6", "set", "subinterface", "{Name}", "mtu={Mtu}",
              "store=persistent"],
+    "engine": ["python", "-m", "engine", "--driver", "{Engine}", "--mode", "{Mode}",
+               "--device", "{Name}", "--address", "{Interface}"],
+    "engine6": ["--address6", "{Interface6}"],
 }
 CONFIGURE_V4 = ("address", "mtu")
 CONFIGURE_V6 = ("address6", "route6", "mtu6")
+CONFIGURE_V6_TAP = ("address6", "mtu6")   # TAP mode: the prefix is on-link
+REBOOT_EXIT_CODES = {"install": 1, "remove": 1}  # devcon.h EXIT_REBOOT
 
 
 def values(plan: Plan, devcon: str = DEFAULT_DEVCON, inf: Optional[str] = None) -> Dict[str, str]:
@@ -53,10 +69,14 @@ def values(plan: Plan, devcon: str = DEFAULT_DEVCON, inf: Optional[str] = None) 
     v = {"Name": plan.name, "HwId": plan.driver, "Devcon": devcon,
          "Inf": inf or DEFAULT_INF.get(plan.driver, ""),
          "Address": str(plan.address.ip), "Mask": str(plan.address.netmask),
-         "Mtu": str(plan.mtu), "Address6": "", "Network6": ""}
+         "Mtu": str(plan.mtu), "Address6": "", "Network6": "", "Prefix6": "",
+         "Mode": plan.mode, "Interface": str(plan.address), "Interface6": "",
+         "Engine": "wintun" if plan.driver == "wintun" else "tap-windows"}
     if plan.address6 is not None:
         v["Address6"] = str(plan.address6.ip)
         v["Network6"] = str(plan.address6.network)
+        v["Prefix6"] = "128" if plan.mode == "tun" else str(plan.address6.network.prefixlen)
+        v["Interface6"] = str(plan.address6)
     return v
 
 
@@ -75,7 +95,8 @@ def steps(plan: Plan) -> Dict[str, Tuple[str, ...]]:
     its adapter and sets the addresses itself when it starts."""
     if plan.driver == "wintun":
         return {"install": (), "configure": (), "remove": ()}
-    configure = CONFIGURE_V4 + (CONFIGURE_V6 if plan.address6 else ())
+    v6 = CONFIGURE_V6 if plan.mode == "tun" else CONFIGURE_V6_TAP
+    configure = CONFIGURE_V4 + (v6 if plan.address6 else ())
     return {"install": ("install",), "configure": configure, "remove": ("remove",)}
 
 
@@ -94,16 +115,22 @@ NOTES = {
 }
 
 
+def engine_command(plan: Plan) -> List[str]:
+    """The argv that starts the engine on the plan's adapter, with every address."""
+    vals = values(plan)
+    return expand("engine", vals) + (expand("engine6", vals) if plan.address6 else [])
+
+
 def render(plan: Plan, devcon: str = DEFAULT_DEVCON, inf: Optional[str] = None) -> str:
     """The commands as Windows command lines, grouped by action, for people to read."""
+    start = subprocess.list2cmdline(engine_command(plan))
     if plan.driver == "wintun":
         return ("# wintun: nothing to install; the engine creates the adapter and sets its "
-                "address itself:\n"
-                f"#   python -m engine --driver wintun --device {plan.name} "
-                f"--address {plan.address}\n")
+                f"addresses itself:\n#   {start}\n")
     vals = values(plan, devcon, inf)
     lines = []
     for action, argvs in commands(plan, devcon, inf).items():
         lines.append(f"# {action}: " + NOTES[action].format(**vals))
         lines.extend(subprocess.list2cmdline(argv) for argv in argvs)
+    lines.append(f"# then start the engine:\n#   {start}")
     return "\n".join(lines) + "\n"

@@ -5,8 +5,8 @@
 .DESCRIPTION
     Thin on purpose: the commands come from $Templates, a copy of TEMPLATES in
     provisioning/windows.py (tests/test_provision_ps1.py fails if they differ), filled
-    from one plan: adapter name, driver (tap0901 or tap0801), IPv4 address/prefix,
-    optional IPv6 address/prefix, MTU. `python -m provisioning plan --os windows`
+    from one plan: adapter name, driver (tap0901 or tap0801), the engine's mode (tun, or
+    tap for Ethernet frames), IPv4 address/prefix, optional IPv6 address/prefix, MTU. `python -m provisioning plan --os windows`
     prints the same commands for the same plan.
 
     The IPv4 address set here must be the address the engine passes to the driver in
@@ -38,6 +38,10 @@ param(
     [string] $Name = 'mirror0',
 
     [Parameter(ParameterSetName = 'Fields')]
+    [ValidateSet('tun', 'tap')]
+    [string] $Mode = 'tun',
+
+    [Parameter(ParameterSetName = 'Fields')]
     [string] $Address = '10.3.0.1/24',
 
     [Parameter(ParameterSetName = 'Fields')]
@@ -60,10 +64,14 @@ $Templates = @{
     'remove'   = @('{Devcon}', 'remove', '@{InstanceId}')
     'address'  = @('netsh', 'interface', 'ipv4', 'set', 'address', 'name={Name}', 'source=static', 'address={Address}', 'mask={Mask}')
     'mtu'      = @('netsh', 'interface', 'ipv4', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
-    'address6' = @('netsh', 'interface', 'ipv6', 'set', 'address', 'interface={Name}', 'address={Address6}/128', 'store=persistent')
+    'address6' = @('netsh', 'interface', 'ipv6', 'set', 'address', 'interface={Name}', 'address={Address6}/{Prefix6}', 'store=persistent')
     'route6'   = @('netsh', 'interface', 'ipv6', 'add', 'route', 'prefix={Network6}', 'interface={Name}', 'nexthop=fe80::8', 'store=persistent')
     'mtu6'     = @('netsh', 'interface', 'ipv6', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
+    'engine'   = @('python', '-m', 'engine', '--driver', '{Engine}', '--mode', '{Mode}', '--device', '{Name}', '--address', '{Interface}')
+    'engine6'  = @('--address6', '{Interface6}')
 }
+# devcon.h EXIT_REBOOT: the step worked and a reboot finishes it (REBOOT_EXIT_CODES in Python)
+$RebootExitCodes = @{ 'install' = 1; 'remove' = 1 }
 $DefaultInf = @{ 'tap0901' = 'OemVista.inf'; 'tap0801' = 'OemWin2k.inf' }
 $TapHardwareIds = @('tap0801', 'tap0901', 'root\tap0901')   # what the engine looks for
 
@@ -101,9 +109,10 @@ function Read-PlanFields {
             if (-not $fields.ContainsKey($required)) { throw "plan ${Plan}: missing field '$required'" }
         }
         if (-not $fields.ContainsKey('address6') -or $null -eq $fields['address6']) { $fields['address6'] = '' }
+        if (-not $fields.ContainsKey('mode')) { $fields['mode'] = 'tun' }
         return $fields
     }
-    @{ name = $Name; driver = $Driver; address = $Address; address6 = $Address6; mtu = $Mtu }
+    @{ name = $Name; driver = $Driver; mode = $Mode; address = $Address; address6 = $Address6; mtu = $Mtu }
 }
 
 function Resolve-Plan {
@@ -112,13 +121,14 @@ function Resolve-Plan {
     if ($f.driver -eq 'wintun') { throw "wintun needs no provisioning: the engine creates the adapter (python -m engine --driver wintun)" }
     if ($f.driver -notin @('tap0901', 'tap0801')) { throw "driver '$($f.driver)': tap0901 or tap0801" }
     if ($f.name -cnotmatch '^[A-Za-z0-9._-]{1,15}$') { throw "name '$($f.name)': 1 to 15 letters, digits, '.', '_' or '-'" }
+    if ($f.mode -notin @('tun', 'tap')) { throw "mode '$($f.mode)': tun or tap" }
     $v4 = Split-Interface $f.address 'InterNetwork' 'address'
-    $script:EngineAddress = $f.address   # the engine's --address: CONFIG_TUN's local address
     $low = 576
     $values = @{
         Name = $f.name; HwId = $f.driver; Devcon = $DevconPath; Inf = $InfPath
         Address = $v4.Ip.ToString(); Mask = (Get-PrefixBytes 4 $v4.Prefix) -join '.'
-        Mtu = [string] $f.mtu; Address6 = ''; Network6 = ''
+        Mtu = [string] $f.mtu; Address6 = ''; Network6 = ''; Prefix6 = ''
+        Mode = $f.mode; Interface = $f.address; Interface6 = ''; Engine = 'tap-windows'
     }
     if (-not $values.Inf) { $values.Inf = $DefaultInf[$f.driver] }
     if ($f.address6) {
@@ -129,6 +139,10 @@ function Resolve-Plan {
         foreach ($i in 0..15) { $net[$i] = $net[$i] -band $mask[$i] }
         $values.Address6 = $v6.Ip.ToString()
         $values.Network6 = '{0}/{1}' -f ([System.Net.IPAddress]::new($net)).ToString(), $v6.Prefix
+        # TUN mode: /128 and a route via fe80::8 (OpenVPN); TAP mode: the real, on-link prefix
+        $values.Prefix6 = '128'
+        if ($f.mode -eq 'tap') { $values.Prefix6 = [string] $v6.Prefix }
+        $values.Interface6 = $f.address6
         $low = 1280
     }
     if ([int] $f.mtu -lt $low -or [int] $f.mtu -gt 1500) { throw "mtu $($f.mtu): from $low to 1500" }
@@ -149,7 +163,11 @@ function Invoke-Step([string] $Step, [hashtable] $Values) {
         $rest = @()
         if ($argv.Count -gt 1) { $rest = $argv[1..($argv.Count - 1)] }
         & $argv[0] @rest
-        if ($LASTEXITCODE -ne 0) { throw "'$line' failed with exit code $LASTEXITCODE" }
+        if ($RebootExitCodes.ContainsKey($Step) -and $LASTEXITCODE -eq $RebootExitCodes[$Step]) {
+            Write-Warning "'$line' succeeded; Windows needs a reboot to finish it"
+        } elseif ($LASTEXITCODE -ne 0) {
+            throw "'$line' failed with exit code $LASTEXITCODE"
+        }
     }
 }
 
@@ -204,8 +222,10 @@ function Set-AdapterConfig([hashtable] $Values) {
     foreach ($step in 'address', 'mtu') { Invoke-Step $step $Values }
     if ($Values.Address6) {
         Invoke-Step 'address6' $Values
-        $route = Get-NetRoute -DestinationPrefix $Values.Network6 -InterfaceAlias $Values.Name -ErrorAction SilentlyContinue
-        if (-not $route) { Invoke-Step 'route6' $Values }
+        if ($Values.Mode -ne 'tap') {   # TAP mode: the prefix is on-link, the engine answers NS
+            $route = Get-NetRoute -DestinationPrefix $Values.Network6 -InterfaceAlias $Values.Name -ErrorAction SilentlyContinue
+            if (-not $route) { Invoke-Step 'route6' $Values }
+        }
         Invoke-Step 'mtu6' $Values
     }
 }
@@ -221,7 +241,7 @@ function Remove-Adapter([hashtable] $Values) {
 }
 
 function Show-Adapter([hashtable] $Values) {
-    $all = Get-TapAdapter
+    $all = @(Get-TapAdapter)   # @(): 0 or 1 adapters are no array, and StrictMode has no .Count then
     if ($all.Count -eq 0) { Write-Host 'No TAP-Windows adapter is installed.' }
     foreach ($a in $all) {
         $ips = @(Get-NetIPAddress -InterfaceAlias $a.Name -ErrorAction SilentlyContinue |
@@ -231,7 +251,9 @@ function Show-Adapter([hashtable] $Values) {
     $adapter = Find-PlanAdapter $Values
     if ($adapter) {
         Write-Host "The engine will open adapter '$($adapter.Name)', GUID $($adapter.InterfaceGuid): \\.\Global\$($adapter.InterfaceGuid).tap"
-        Write-Host "Start it with: python -m engine --device $($Values.Name) --address $script:EngineAddress"
+        $start = @(Expand-Template 'engine' $Values)
+        if ($Values.Address6) { $start += @(Expand-Template 'engine6' $Values) }
+        Write-Host "Start it with: $($start -join ' ')"
     }
 }
 
