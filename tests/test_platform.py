@@ -56,3 +56,36 @@ def test_a_child_starts_where_cdll_none_raises_type_error(monkeypatch):
         monkeypatch.setattr(platform, "die_with_parent",
                             __import__(f"engine.platform.{impl}", fromlist=["x"]).die_with_parent)
         loops._child_setup()
+
+
+@pytest.mark.parametrize("device", ["{11111111-2222-3333-4444-555555555555}", "Ethernet 3"])
+def test_driver_auto_on_windows_takes_adapter_names_and_guids(monkeypatch, device):
+    """Defect 12: the adapter-selection error tells the user to pass --device "Ethernet 3"
+    or a {GUID}; under --driver auto on Windows the Linux name rule refused both."""
+    from engine.config import Config, ConfigError
+    monkeypatch.setattr(platform, "DEFAULT_DRIVER", "tap-windows")
+    cfg = Config(device=device)
+    assert cfg.driver == "auto" and cfg.resolved_driver == "tap-windows"
+    monkeypatch.setattr(platform, "DEFAULT_DRIVER", "linux")
+    with pytest.raises(ConfigError, match="--device"):
+        Config(device=device)
+
+
+def test_capture_opens_binary_without_o_cloexec(tmp_path, monkeypatch):
+    """Defect 13: Windows has no os.O_CLOEXEC (the I/O thread died on --pcap), and a
+    file opened without O_BINARY there turns every 0x0a byte of a record into 0d 0a."""
+    from engine.capture import Capture
+    monkeypatch.delattr(os, "O_CLOEXEC")
+    monkeypatch.setattr(platform, "O_BINARY", 0x8000)
+    real_open, flags = os.open, []
+
+    def recording_open(path, f, *a):
+        flags.append(f)
+        return real_open(path, f & ~0x8000, *a)
+    monkeypatch.setattr(os, "open", recording_open)
+    cap = Capture(str(tmp_path / "c.pcap"), 10)
+    cap.create()
+    writer = cap.open(memoryview(bytearray(8)).cast("Q"))
+    writer.frames([memoryview(b"\x45\x0a\x0a\x0a")], [4])
+    assert flags and flags[-1] & 0x8000 and flags[-1] & os.O_APPEND
+    assert (tmp_path / "c.pcap").read_bytes().endswith(b"\x45\x0a\x0a\x0a")
