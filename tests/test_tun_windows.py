@@ -665,3 +665,69 @@ def test_reads_refused_by_a_not_ready_adapter_back_off_and_say_why(monkeypatch, 
         k.deliver(b"\x45" * 20)
         assert dev.read_batch(bufs(1), [0]) == 1
     assert "mirror0 accepts reads again" in caplog.text
+
+
+# ---- the adapter's IPv4 address (Build 4) ---------------------------------------------
+class FakeIphlpapi:
+    """GetUnicastIpAddressTable over a real netioapi.h table in ctypes memory."""
+
+    def __init__(self, rows, luid=0x77):
+        self.rows, self.luid, self.freed, self.guids = rows, luid, [], []
+
+    def ConvertInterfaceGuidToLuid(self, pguid, pluid):
+        self.guids.append(bytes(pguid._obj))
+        pluid._obj.value = self.luid
+        return 0
+
+    def GetUnicastIpAddressTable(self, family, ptable):
+        assert family == win32.AF_INET
+        size = win32.MIB_UNICASTIPADDRESS_TABLE.Table.offset + \
+            ctypes.sizeof(win32.MIB_UNICASTIPADDRESS_ROW) * max(1, len(self.rows))
+        self.buf = ctypes.create_string_buffer(size)
+        table = win32.MIB_UNICASTIPADDRESS_TABLE.from_buffer(self.buf)
+        table.NumEntries = len(self.rows)
+        rows = (win32.MIB_UNICASTIPADDRESS_ROW * len(self.rows)).from_address(
+            ctypes.addressof(table.Table))
+        for row, (text, origin, luid) in zip(rows, self.rows):
+            iface = ipaddress.IPv4Interface(text)
+            row.Address.Ipv4.sin_family = win32.AF_INET
+            row.Address.Ipv4.sin_addr[:] = iface.ip.packed
+            row.OnLinkPrefixLength = iface.network.prefixlen
+            row.PrefixOrigin, row.InterfaceLuid = origin, luid
+        ptable._obj.contents = table
+        return 0
+
+    def FreeMibTable(self, table):
+        self.freed.append(table)
+
+
+def test_the_adapters_ipv4_addresses_come_from_its_luid_rows():
+    from engine.tun import win_address
+    ip = FakeIphlpapi([("198.18.0.1/24", 1, 0x77), ("192.0.2.9/24", 3, 0x99),
+                       ("169.254.7.7/16", 3, 0x77)])
+    assert win_address.ipv4_addresses(ip, GUID_A) == [
+        (ipaddress.IPv4Interface("198.18.0.1/24"), False),
+        (ipaddress.IPv4Interface("169.254.7.7/16"), True)]
+    assert ip.guids == [__import__("uuid").UUID(GUID_A).bytes_le] and len(ip.freed) == 1
+    assert win32.MIB_UNICASTIPADDRESS_TABLE.Table.offset == 8
+
+
+@pytest.mark.parametrize("rows,says", [
+    ([("198.18.0.1/24", 1, 0x77)], None),
+    ([], "mirror0 has no IPv4 address; the mirror needs 198.18.0.1/24 there"),
+    ([("169.254.7.7/16", 3, 0x77)], "mirror0 has 169.254.7.7/16 (APIPA: it waits for a DHCP "
+                                    "server that is not there)"),
+    ([("192.0.2.9/24", 3, 0x77)], "mirror0 takes 192.0.2.9/24 from DHCP"),
+    ([("198.18.0.2/24", 1, 0x77)], "mirror0 has 198.18.0.2/24; the mirror needs 198.18.0.1/24"),
+])
+def test_opening_says_when_the_adapter_lacks_the_mirrors_address(rows, says, caplog):
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        tw.open(Config(address=ipaddress.IPv4Interface("198.18.0.1/24")),
+                kernel32=FakeKernel32(), registry=registry(("0001", "tap0901", GUID_A, "mirror0")),
+                iphlpapi=FakeIphlpapi(rows))
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    if says is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith(says), warnings
+        assert "tools/provision.ps1 -Action Configure" in warnings[0]

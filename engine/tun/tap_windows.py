@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, MutableSequence, Optional, Protocol, Sequence, Tuple
 
 from . import TunError
-from . import win32
+from . import win32, win_address
 from .win32 import DWORD, OVERLAPPED
 
 # ---- tap-windows.h (tap-windows6) / common.h (TAP-Win32 8.x) -----------------------
@@ -441,7 +441,7 @@ _OPEN_HINTS = {
 
 
 def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend constructor
-         registry: Optional[Registry] = None) -> TapWindows:
+         registry: Optional[Registry] = None, iphlpapi: Optional[win32.Api] = None) -> TapWindows:
     """Find, open and configure the TAP-Windows adapter named cfg.device."""
     k32 = kernel32 or win32.kernel32()
     try:
@@ -475,7 +475,22 @@ def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend c
     except BaseException:
         owned.close()
         raise
+    _check_address(adapter, iface, iphlpapi)
     return TapWindows(k32, owned, adapter.name or adapter.guid, mtu, adapter.guid, version, mode)
+
+
+def _check_address(adapter: Adapter, iface: ipaddress.IPv4Interface,
+                   iphlp: Optional[win32.Api]) -> None:
+    """Warn when the adapter lacks the mirror's IPv4 address (engine/tun/win_address.py);
+    advice only, so a failure to look is logged and the engine goes on."""
+    try:
+        have = win_address.ipv4_addresses(iphlp or win32.iphlpapi(), adapter.guid)
+    except OSError as e:
+        log.debug("cannot read the addresses of %s: %s", adapter.name or adapter.guid, e)
+        return
+    text = win_address.problem(adapter.name or adapter.guid, iface, have)
+    if text:
+        log.warning("%s", text)
 
 
 def _check_version(version: Tuple[int, int, int], cfg) -> None:

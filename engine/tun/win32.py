@@ -203,9 +203,20 @@ KERNEL32: Dict[str, Signature] = {
     "AssignProcessToJobObject": (BOOL, (HANDLE, HANDLE)),
 }
 
+class MIB_UNICASTIPADDRESS_TABLE(ctypes.Structure):
+    """netioapi.h: NumEntries, then the rows (8-aligned); Table[1] stands for ANY_SIZE."""
+    _fields_ = [("NumEntries", ULONG), ("Table", MIB_UNICASTIPADDRESS_ROW * 1)]
+
+
+PMIB_UNICASTIPADDRESS_TABLE = ctypes.POINTER(MIB_UNICASTIPADDRESS_TABLE)
+IP_PREFIX_ORIGIN_DHCP = 3   # nldef.h NL_PREFIX_ORIGIN IpPrefixOriginDhcp
+
 IPHLPAPI: Dict[str, Signature] = {
     "InitializeUnicastIpAddressEntry": (None, (PMIB_UNICASTIPADDRESS_ROW,)),
     "CreateUnicastIpAddressEntry": (DWORD, (PMIB_UNICASTIPADDRESS_ROW,)),  # NETIO_STATUS
+    "GetUnicastIpAddressTable": (DWORD, (USHORT, ctypes.POINTER(PMIB_UNICASTIPADDRESS_TABLE))),
+    "FreeMibTable": (None, (LPVOID,)),
+    "ConvertInterfaceGuidToLuid": (DWORD, (ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64))),
 }
 
 # wintun.h (WireGuard/wintun api/wintun.h): adapter and session handles are opaque pointers.
