@@ -81,21 +81,29 @@ def test_unreadable_plans(tmp_path):
 # ---- golden commands ---------------------------------------------------------------
 def test_commands_for_the_default_plan():
     assert windows.commands(Plan()) == {
-        "install": [["devcon.exe", "install", "OemVista.inf", "tap0901"]],
+        "install": [["tapctl.exe", "create", "--hwid", "root\\tap0901", "--name", "mirror0"]],
         "configure": [
             ["netsh", "interface", "ipv4", "set", "address", "name=mirror0", "source=static",
              "address=10.3.0.1", "mask=255.255.255.0"],
             ["netsh", "interface", "ipv4", "set", "subinterface", "mirror0", "mtu=1500",
-             "store=persistent"]],
-        "remove": [["devcon.exe", "remove", "@<instance id>"]],
+             "store=persistent"],
+            ["netsh", "advfirewall", "firewall", "add", "rule", "name=ip-mirror-mirror0",
+             "dir=in", "action=allow", "remoteip=10.3.0.0/24", "profile=any"]],
+        "remove": [["tapctl.exe", "delete", "mirror0"],
+                   ["netsh", "advfirewall", "firewall", "delete", "rule",
+                    "name=ip-mirror-mirror0"]],
     }
+    text = windows.render(Plan())
+    assert "#   without tapctl: devcon.exe install OemVista.inf tap0901" in text
+    assert "#   without tapctl: devcon.exe remove \"@<instance id>\"" in text
 
 
 def test_commands_with_ipv6_follow_openvpn():
     plan = Plan(address6=V6, mtu=1400, address=ipaddress.IPv4Interface("198.18.3.4/15"))
     configure = windows.commands(plan)["configure"]
     assert configure[0][-2:] == ["address=198.18.3.4", "mask=255.254.0.0"]
-    assert configure[2:] == [
+    assert configure[-1][-2] == "remoteip=198.18.0.0/15,2001:db8::/64"  # both prefixes
+    assert configure[2:-1] == [
         ["netsh", "interface", "ipv6", "set", "address", "interface=mirror0",
          "address=2001:db8::1/128", "store=persistent"],
         ["netsh", "interface", "ipv6", "add", "route", "prefix=2001:db8::/64",
@@ -257,7 +265,7 @@ def test_ipv6_in_tap_mode_gets_its_real_prefix_and_no_route_via_fe80_8():
     driver does only in TUN mode), so OpenVPN's TUN-mode /128 + route would blackhole
     every mirrored IPv6 packet; the engine answers NS for the prefix itself."""
     configure = windows.commands(Plan(address6=V6, mode="tap"))["configure"]
-    assert configure[2:] == [
+    assert configure[2:-1] == [
         ["netsh", "interface", "ipv6", "set", "address", "interface=mirror0",
          "address=2001:db8::1/64", "store=persistent"],
         ["netsh", "interface", "ipv6", "set", "subinterface", "mirror0", "mtu=1500",

@@ -13,6 +13,11 @@
     CONFIG_TUN (python -m engine --address, default 10.3.0.1/24): the driver answers ARP
     only for requests from that address.
 
+    Installing prefers OpenVPN's tapctl (2.5+: tapctl create --hwid root\tap0901 --name
+    NAME) and falls back to devcon/tapinstall where tapctl is not found, and for tap0801.
+    Configure also adds an inbound firewall rule for the mirror prefixes: a mirrored echo
+    request arrives as inbound traffic on an unidentified (public) network.
+
     Wintun needs no provisioning: the engine creates that adapter itself.
 
 .EXAMPLE
@@ -52,7 +57,9 @@ param(
 
     [string] $InfPath = '',
 
-    [string] $DevconPath = 'devcon.exe'
+    [string] $DevconPath = 'devcon.exe',
+
+    [string] $TapctlPath = 'tapctl.exe'
 )
 
 Set-StrictMode -Version Latest
@@ -60,13 +67,17 @@ $ErrorActionPreference = 'Stop'
 
 # Keep identical to TEMPLATES in provisioning/windows.py (the test compares them).
 $Templates = @{
+    'tapctl'   = @('{Tapctl}', 'create', '--hwid', 'root\tap0901', '--name', '{Name}')
     'install'  = @('{Devcon}', 'install', '{Inf}', '{HwId}')
+    'tapctl_remove' = @('{Tapctl}', 'delete', '{Name}')
     'remove'   = @('{Devcon}', 'remove', '@{InstanceId}')
     'address'  = @('netsh', 'interface', 'ipv4', 'set', 'address', 'name={Name}', 'source=static', 'address={Address}', 'mask={Mask}')
     'mtu'      = @('netsh', 'interface', 'ipv4', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
     'address6' = @('netsh', 'interface', 'ipv6', 'set', 'address', 'interface={Name}', 'address={Address6}/{Prefix6}', 'store=persistent')
     'route6'   = @('netsh', 'interface', 'ipv6', 'add', 'route', 'prefix={Network6}', 'interface={Name}', 'nexthop=fe80::8', 'store=persistent')
     'mtu6'     = @('netsh', 'interface', 'ipv6', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
+    'firewall' = @('netsh', 'advfirewall', 'firewall', 'add', 'rule', 'name={Rule}', 'dir=in', 'action=allow', 'remoteip={Remote}', 'profile=any')
+    'unfirewall' = @('netsh', 'advfirewall', 'firewall', 'delete', 'rule', 'name={Rule}')
     'engine'   = @('python', '-m', 'engine', '--driver', '{Engine}', '--mode', '{Mode}', '--device', '{Name}', '--address', '{Interface}')
     'engine6'  = @('--address6', '{Interface6}')
 }
@@ -125,12 +136,17 @@ function Resolve-Plan {
     $v4 = Split-Interface $f.address 'InterNetwork' 'address'
     $low = 576
     $values = @{
-        Name = $f.name; HwId = $f.driver; Devcon = $DevconPath; Inf = $InfPath
+        Name = $f.name; HwId = $f.driver; Devcon = $DevconPath; Inf = $InfPath; Tapctl = $TapctlPath
+        Rule = "ip-mirror-$($f.name)"; Remote = ''
         Address = $v4.Ip.ToString(); Mask = (Get-PrefixBytes 4 $v4.Prefix) -join '.'
         Mtu = [string] $f.mtu; Address6 = ''; Network6 = ''; Prefix6 = ''
         Mode = $f.mode; Interface = $f.address; Interface6 = ''; Engine = 'tap-windows'
     }
     if (-not $values.Inf) { $values.Inf = $DefaultInf[$f.driver] }
+    $net4 = [byte[]] $v4.Ip.GetAddressBytes()
+    $mask4 = @(Get-PrefixBytes 4 $v4.Prefix)
+    foreach ($i in 0..3) { $net4[$i] = $net4[$i] -band $mask4[$i] }
+    $values.Remote = '{0}/{1}' -f ([System.Net.IPAddress]::new($net4)).ToString(), $v4.Prefix
     if ($f.address6) {
         if ($f.driver -eq 'tap0801') { throw "address6: tap0801 passes no IPv6 in TUN mode" }
         $v6 = Split-Interface $f.address6 'InterNetworkV6' 'address6'
@@ -143,6 +159,7 @@ function Resolve-Plan {
         $values.Prefix6 = '128'
         if ($f.mode -eq 'tap') { $values.Prefix6 = [string] $v6.Prefix }
         $values.Interface6 = $f.address6
+        $values.Remote = '{0},{1}' -f $values.Remote, $values.Network6
         $low = 1280
     }
     if ([int] $f.mtu -lt $low -or [int] $f.mtu -gt 1500) { throw "mtu $($f.mtu): from $low to 1500" }
@@ -185,6 +202,11 @@ function Get-TapAdapter {
         Where-Object { $TapHardwareIds -contains ([string] $_.ComponentID).ToLowerInvariant() })
 }
 
+function Test-Tapctl([hashtable] $Values) {
+    # tapctl installs tap0901 only (root\tap0901); elsewhere devcon/tapinstall does it.
+    $Values.HwId -eq 'tap0901' -and [bool] (Get-Command $Values.Tapctl -ErrorAction SilentlyContinue)
+}
+
 function Find-PlanAdapter([hashtable] $Values) {
     $found = @(Get-TapAdapter | Where-Object { $_.Name -eq $Values.Name })
     if ($found.Count -eq 0) {
@@ -199,6 +221,10 @@ function Install-Adapter([hashtable] $Values) {
     $adapter = Find-PlanAdapter $Values
     if ($adapter) {
         Write-Host "Adapter '$($Values.Name)' exists ($($adapter.ComponentID)); not installing another."
+        return
+    }
+    if (Test-Tapctl $Values) {
+        Invoke-Step 'tapctl' $Values   # creates the adapter under its name: nothing to rename
         return
     }
     $before = @(Get-TapAdapter | ForEach-Object { $_.InterfaceGuid })
@@ -228,6 +254,9 @@ function Set-AdapterConfig([hashtable] $Values) {
         }
         Invoke-Step 'mtu6' $Values
     }
+    if (-not (Get-NetFirewallRule -DisplayName $Values.Rule -ErrorAction SilentlyContinue)) {
+        Invoke-Step 'firewall' $Values
+    }
 }
 
 function Remove-Adapter([hashtable] $Values) {
@@ -236,8 +265,15 @@ function Remove-Adapter([hashtable] $Values) {
         Write-Host "No TAP-Windows adapter named '$($Values.Name)'; nothing to remove."
         return
     }
-    $Values.InstanceId = $adapter.PnPDeviceID
-    Invoke-Step 'remove' $Values
+    if (Test-Tapctl $Values) {
+        Invoke-Step 'tapctl_remove' $Values
+    } else {
+        $Values.InstanceId = $adapter.PnPDeviceID
+        Invoke-Step 'remove' $Values
+    }
+    if (Get-NetFirewallRule -DisplayName $Values.Rule -ErrorAction SilentlyContinue) {
+        Invoke-Step 'unfirewall' $Values
+    }
 }
 
 function Show-Adapter([hashtable] $Values) {
@@ -251,6 +287,14 @@ function Show-Adapter([hashtable] $Values) {
     $adapter = Find-PlanAdapter $Values
     if ($adapter) {
         Write-Host "The engine will open adapter '$($adapter.Name)', GUID $($adapter.InterfaceGuid): \\.\Global\$($adapter.InterfaceGuid).tap"
+        # The driver answers ARP only for requests from the engine's --address; an adapter
+        # left to DHCP has an APIPA (169.254/16) or another network's address instead.
+        $have = @(Get-NetIPAddress -InterfaceAlias $Values.Name -AddressFamily IPv4 -ErrorAction SilentlyContinue)
+        if (-not @($have | Where-Object { "$($_.IPAddress)/$($_.PrefixLength)" -eq $Values.Interface })) {
+            $shown = @($have | ForEach-Object { "$($_.IPAddress)/$($_.PrefixLength) ($($_.PrefixOrigin))" }) -join ', '
+            if (-not $shown) { $shown = 'no IPv4 address' }
+            Write-Warning "adapter '$($Values.Name)' has $shown, not $($Values.Interface): run -Action Configure"
+        }
         $start = @(Expand-Template 'engine' $Values)
         if ($Values.Address6) { $start += @(Expand-Template 'engine6' $Values) }
         Write-Host "Start it with: $($start -join ' ')"
