@@ -110,3 +110,46 @@ def test_the_windows_backends_start_their_workers_off_linux(tmp_path, driver):
     assert sorted(pcap.read_frames(str(sink))) == sorted(
         swapped4(f) if f[0] >> 4 == 4 else mirrored6(f) for f in frames)
     assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
+
+
+def test_stats_reads_a_running_engine_off_linux(tmp_path):
+    """`python -m engine stats` maps the control segment read-only through the platform
+    layer (no /dev/shm path, no /proc) and sees the counters of an off-Linux engine."""
+    import json
+    import signal
+    import time
+    frames = [ipv4("198.18.0.1", f"198.18.0.{2 + i % 50}", udp(4000, 53, b"t%d" % i))
+              for i in range(200)]
+    src = tmp_path / "in.pcap"
+    pcap.write_frames(str(src), frames)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BOOTSTRAP, ROOT]))
+    log = open(tmp_path / "engine.log", "w")
+    eng = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--driver", "memory", "--device", DEVICE,
+         "--replay", str(src), "--replay-hold", "--workers", "2", "--io-threads",
+         "--address", "198.18.0.1/24", "--duration", "120"],
+        cwd=ROOT, env=env, stderr=log)
+    try:
+        deadline, out = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            p = off_linux_python("-m", "engine", "stats", "--device", DEVICE, "--json",
+                                 timeout=60)
+            if p.returncode == 0:
+                out = json.loads(p.stdout)
+                if out["totals"]["tx_frames"] == 200:
+                    break
+            time.sleep(0.2)
+        assert out is not None, p.stderr
+        assert out["totals"]["rx_frames"] == out["totals"]["tx_frames"] == 200, out["totals"]
+        assert {"supervisor", "worker0", "worker1"} <= set(out["procs"])
+        assert out["procs"]["supervisor"]["pid"] == eng.pid
+        eng.send_signal(signal.SIGTERM)
+        assert eng.wait(60) == 0
+        p = off_linux_python("-m", "engine", "stats", "--device", DEVICE)
+        assert p.returncode == 1 and f"no engine runs on device {DEVICE}" in p.stderr
+    finally:
+        if eng.poll() is None:
+            eng.kill()
+            eng.wait(10)
+        log.close()
+    assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"

@@ -233,3 +233,27 @@ def test_the_windows_platform_answers_without_linux():
     assert pw.unlink_segment("engine.x.0.pool") is False
     assert pw.share_cpus() is False and pw.usable_cpus() >= 1
     pw.die_with_parent()   # the job does it: nothing to arm in the child
+
+
+# ---- `python -m engine stats` on Windows ---------------------------------------------
+def test_stats_maps_the_named_mapping_read_only(monkeypatch):
+    """OpenFileMapping(FILE_MAP_READ), the size from a view (VirtualQuerySize), the view
+    unmapped and the handle closed, then mmap(-1, size, tagname, ACCESS_READ), which
+    opens the existing mapping: the way multiprocessing's SharedMemory opens one, read-only."""
+    import sys
+    import types
+    calls = []
+    fake = types.SimpleNamespace(
+        OpenFileMapping=lambda access, inherit, name: calls.append(("open", access, name)) or 7,
+        MapViewOfFile=lambda h, access, hi, lo, n: calls.append(("map", h, access)) or 0x1000,
+        VirtualQuerySize=lambda addr: 8192,
+        UnmapViewOfFile=lambda addr: calls.append(("unmap", addr)),
+        CloseHandle=lambda h: calls.append(("close", h)))
+    monkeypatch.setitem(sys.modules, "_winapi", fake)
+    monkeypatch.setattr(pw.mmap, "mmap", lambda fd, size, tagname, access:
+                        calls.append(("mmap", fd, size, tagname, access)) or "view")
+    view, _created = pw.open_segment_readonly("engine.{GUID}.0.ctl")
+    assert view == "view"
+    assert calls == [("open", 4, "engine.{GUID}.0.ctl"), ("map", 7, 4), ("unmap", 0x1000),
+                     ("close", 7), ("mmap", -1, 8192, "engine.{GUID}.0.ctl",
+                                    pw.mmap.ACCESS_READ)]

@@ -30,7 +30,8 @@ else:
 
 __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_BINARY",
            "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
-           "yield_cpu", "namespace_tag", "unlink_segment"]
+           "yield_cpu", "namespace_tag", "unlink_segment", "segment_path",
+           "open_segment_readonly", "segment_created"]
 
 NAME: str = _impl.NAME
 DEFAULT_DRIVER: str = _impl.DEFAULT_DRIVER          # what --driver auto means here
@@ -45,3 +46,6 @@ share_cpus = _impl.share_cpus                       # () -> whether idle spins s
 yield_cpu = _impl.yield_cpu
 namespace_tag = _impl.namespace_tag                 # () -> str, part of segment names
 unlink_segment = _impl.unlink_segment               # (name) -> bool: a leftover was removed
+segment_path = _impl.segment_path                   # (name) -> where it is, for messages
+open_segment_readonly = _impl.open_segment_readonly  # (name) -> (mmap or None, created)
+segment_created = _impl.segment_created             # (name) -> created, or None once gone

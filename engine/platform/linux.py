@@ -7,6 +7,7 @@ import select
 import signal
 
 from ..handles import InheritedFd
+from .portable import open_segment_readonly, segment_created  # noqa: F401 - POSIX shm too
 
 NAME = "linux"
 DEFAULT_DRIVER = "linux"
@@ -92,6 +93,10 @@ yield_cpu = os.sched_yield
 def namespace_tag() -> str:
     """/dev/shm is shared by all network namespaces while device names are not."""
     return str(os.stat("/proc/self/ns/net").st_ino)
+
+
+def segment_path(name: str) -> str:
+    return f"/dev/shm/{name}"
 
 
 def unlink_segment(name: str) -> bool:

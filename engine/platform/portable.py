@@ -9,6 +9,7 @@ through a thread that waits on the parent's sentinel, which every start method p
 """
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -93,6 +94,39 @@ def yield_cpu() -> None:
 
 def namespace_tag() -> str:
     return "0"  # no network namespaces known here
+
+
+def segment_path(name: str) -> str:
+    return name  # for messages: where a user would look for it
+
+
+def open_segment_readonly(name: str):
+    """(a read-only mapping of shared-memory segment `name`, or None while it has no size
+    yet; its creation time). FileNotFoundError or PermissionError when it cannot be opened.
+    No multiprocessing.shared_memory: attaching registers the segment with the caller's
+    resource tracker, which unlinks it when the caller exits (Python < 3.13)."""
+    import _posixshmem
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    try:
+        st = os.fstat(fd)
+        if st.st_size < 64:  # created, not yet sized (the header is its first 64 bytes)
+            return None, st.st_ctime
+        return mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ), st.st_ctime
+    finally:
+        os.close(fd)
+
+
+def segment_created(name: str):
+    """When segment `name` was created, or None once it is gone (unlinked)."""
+    import _posixshmem
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.fstat(fd).st_ctime
+    finally:
+        os.close(fd)
 
 
 def unlink_segment(name: str) -> bool:

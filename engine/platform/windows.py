@@ -17,7 +17,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import mmap
 import os
+import time
 
 from ..tun import win32
 from .portable import share_cpus, usable_cpus, yield_cpu  # noqa: F401 - same here
@@ -122,3 +124,39 @@ def namespace_tag() -> str:
 
 def unlink_segment(name: str) -> bool:
     return False  # a named mapping goes with its last handle: nothing is ever left over
+
+
+def segment_path(name: str) -> str:
+    return f"the shared memory {name!r}"
+
+
+FILE_MAP_READ = 0x0004  # memoryapi.h
+
+
+def open_segment_readonly(name: str):
+    """(a read-only view of the named mapping, now): opened as multiprocessing's
+    SharedMemory opens one on Windows (OpenFileMapping, then its size from the view), but
+    read-only. Its size is rounded up to whole pages. FileNotFoundError when it is gone."""
+    import _winapi
+    handle = _winapi.OpenFileMapping(FILE_MAP_READ, False, name)
+    try:
+        view = _winapi.MapViewOfFile(handle, FILE_MAP_READ, 0, 0, 0)
+        try:
+            size = _winapi.VirtualQuerySize(view)
+        finally:
+            _winapi.UnmapViewOfFile(view)
+    finally:
+        _winapi.CloseHandle(handle)
+    # creation time unknown: a live supervisor pid is proof enough (no pid reuse while the
+    # mapping lives, since the supervisor holds it)
+    return mmap.mmap(-1, size, tagname=name, access=mmap.ACCESS_READ), time.time()
+
+
+def segment_created(name: str):
+    """Now while the mapping exists: it lives as long as anyone (this tool too) maps it,
+    so only the supervisor's pid says whether the engine still runs."""
+    try:
+        open_segment_readonly(name)[0].close()
+    except FileNotFoundError:
+        return None
+    return time.time()
