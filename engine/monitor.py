@@ -33,7 +33,7 @@ from typing import Dict, Optional
 import numpy as np
 import psutil
 
-from . import shm, stats
+from . import platform, shm, stats
 from .errors import EngineError
 
 log = logging.getLogger("engine")
@@ -121,7 +121,7 @@ def _figures(p: psutil.Process) -> dict:
                "ctx_voluntary": ctx.voluntary, "ctx_involuntary": ctx.involuntary,
                "threads": p.num_threads()}
     try:
-        fig["fds"] = p.num_fds()
+        fig["fds"] = getattr(p, platform.PSUTIL_FDS)()  # fds on POSIX, handles on Windows
     except psutil.AccessDenied:  # another user's process: /proc/<pid>/fd is private
         fig["fds"] = None
     return fig

@@ -89,3 +89,9 @@ def test_capture_opens_binary_without_o_cloexec(tmp_path, monkeypatch):
     writer.frames([memoryview(b"\x45\x0a\x0a\x0a")], [4])
     assert flags and flags[-1] & 0x8000 and flags[-1] & os.O_APPEND
     assert (tmp_path / "c.pcap").read_bytes().endswith(b"\x45\x0a\x0a\x0a")
+
+
+@pytest.mark.parametrize("impl", ["linux", "windows", "portable"])
+def test_every_implementation_provides_every_name(impl):
+    mod = __import__(f"engine.platform.{impl}", fromlist=["x"])
+    assert [n for n in platform.__all__ if not hasattr(mod, n)] == []

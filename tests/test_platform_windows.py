@@ -230,6 +230,7 @@ def test_job_structure_layout_is_the_64_bit_sdks():
 def test_the_windows_platform_answers_without_linux():
     assert pw.DEFAULT_START_METHOD == "spawn" and pw.DEFAULT_DRIVER == "tap-windows"
     assert pw.STATS_SIGNAL is None and pw.namespace_tag() == "0"
+    assert pw.PSUTIL_FDS == "num_handles"   # psutil.Process.num_fds is POSIX only
     assert pw.unlink_segment("engine.x.0.pool") is False
     assert pw.share_cpus() is False and pw.usable_cpus() >= 1
     pw.die_with_parent()   # the job does it: nothing to arm in the child

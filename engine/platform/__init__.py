@@ -29,7 +29,7 @@ else:
     from . import portable as _impl
 
 __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_BINARY",
-           "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
+           "PSUTIL_FDS", "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
            "yield_cpu", "namespace_tag", "unlink_segment", "segment_path",
            "open_segment_readonly", "segment_created"]
 
@@ -38,6 +38,7 @@ DEFAULT_DRIVER: str = _impl.DEFAULT_DRIVER          # what --driver auto means h
 DEFAULT_START_METHOD: str = _impl.DEFAULT_START_METHOD
 STATS_SIGNAL = _impl.STATS_SIGNAL                   # the signal that asks for a stats dump, or None
 O_BINARY: int = _impl.O_BINARY                      # os.open flag for binary files (0 on POSIX)
+PSUTIL_FDS: str = _impl.PSUTIL_FDS                  # psutil.Process method counting open fds
 new_wake = _impl.new_wake                           # () -> a Wake: set(), waiter(watch)
 die_with_parent = _impl.die_with_parent             # a child, at start: go when the parent goes
 ChildGuard = _impl.ChildGuard                       # the supervisor: adopt(process), close()

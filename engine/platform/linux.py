@@ -17,6 +17,7 @@ DEFAULT_DRIVER = "linux"
 DEFAULT_START_METHOD = "forkserver"
 STATS_SIGNAL = signal.SIGUSR1
 O_BINARY = 0
+PSUTIL_FDS = "num_fds"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 

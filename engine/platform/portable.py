@@ -22,6 +22,7 @@ DEFAULT_DRIVER = ""   # no device backend is known to work here but the memory o
 DEFAULT_START_METHOD = "spawn"
 STATS_SIGNAL = getattr(signal, "SIGUSR1", None)
 O_BINARY = getattr(os, "O_BINARY", 0)
+PSUTIL_FDS = "num_fds"
 
 
 class Wake:

@@ -29,6 +29,7 @@ DEFAULT_DRIVER = "tap-windows"
 DEFAULT_START_METHOD = "spawn"   # the only one Windows has
 STATS_SIGNAL = None              # no SIGUSR1: `python -m engine stats` reads the counters
 O_BINARY = getattr(os, "O_BINARY", 0x8000)  # fcntl.h of the MSVC runtime
+PSUTIL_FDS = "num_handles"       # psutil has no num_fds on Windows
 SYNCHRONIZE = 0x00100000         # winnt.h
 EVENT_MODIFY_STATE = 0x0002      # winnt.h
 
