@@ -7,7 +7,7 @@ import select
 import signal
 
 from ..handles import InheritedFd
-from .portable import open_segment_readonly, segment_created  # noqa: F401 - POSIX shm too
+from . import portable
 
 NAME = "linux"
 DEFAULT_DRIVER = "linux"
@@ -94,6 +94,10 @@ yield_cpu = os.sched_yield
 def namespace_tag() -> str:
     """/dev/shm is shared by all network namespaces while device names are not."""
     return str(os.stat("/proc/self/ns/net").st_ino)
+
+
+# POSIX shared memory, as on any POSIX system
+open_segment_readonly, segment_created = portable.open_segment_readonly, portable.segment_created
 
 
 def segment_path(name: str) -> str:

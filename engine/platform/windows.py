@@ -22,7 +22,7 @@ import os
 import time
 
 from ..tun import win32
-from .portable import share_cpus, usable_cpus, yield_cpu  # noqa: F401 - same here
+from . import portable
 
 NAME = "windows"
 DEFAULT_DRIVER = "tap-windows"
@@ -85,6 +85,10 @@ def new_wake() -> Wake:
 
 def die_with_parent() -> None:
     pass  # the supervisor's Job Object does it (ChildGuard)
+
+
+# no SCHED_BATCH, and CPUs counted as anywhere else
+usable_cpus, share_cpus, yield_cpu = portable.usable_cpus, portable.share_cpus, portable.yield_cpu
 
 
 class ChildGuard:
