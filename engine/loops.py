@@ -705,8 +705,8 @@ def _share_cpus(ctx: Context) -> bool:
     turns a few hundred frames at a time. SCHED_BATCH (no privilege needed) removes
     wake-up preemption for these processes only: a woken worker waits for a free CPU or
     the next tick, so the reader finishes its batch and the worker then takes a larger
-    run. Their spin then yields on every turn (platform.yield_cpu), so a spinning process gives
-    way at once to any runnable one instead of burning the slice another needs. The
+    run. Their spin then yields on every turn (platform.yield_cpu), so a spinning process
+    gives way at once to any runnable one instead of burning the slice another needs. The
     reader keeps the default policy, and with a CPU per process nothing changes."""
     if ctx.layout.actors <= platform.usable_cpus():
         return False

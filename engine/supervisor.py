@@ -19,10 +19,10 @@ Theory of operation:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
-import dataclasses
 import os
 import signal
 import threading

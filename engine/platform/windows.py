@@ -93,7 +93,9 @@ usable_cpus, share_cpus, yield_cpu = portable.usable_cpus, portable.share_cpus, 
 
 class ChildGuard:
     """The supervisor's Job Object: every child adopted into it ends when the supervisor
-    does."""
+    does. A child is adopted right after it starts, so a supervisor killed in between
+    leaves that one child behind. (Putting the supervisor itself in the job would close
+    that gap, but closing the job at a clean stop would then end the supervisor too.)"""
 
     def __init__(self) -> None:
         k = self._k = win32.kernel32()

@@ -10,15 +10,15 @@ Opening, in order:
     than 8.2, which lacks CONFIG_TUN (then only one peer address is mirrored);
  5. SET_MEDIA_STATUS(connected).
 
-Why reader and writer are two threads of one process (`io_threads = True`): the driver
+Why reader and writer are two threads of the supervisor (`io_threads = True`): the driver
 admits a single open handle, and stopping must cancel the reader's pending overlapped read,
 which CancelIoEx can do only from the process that issued it. Two threads keep the one
-handle, its cancellation and its cleanup in one place. Each thread that writes has its own
-write OVERLAPPED and event (in TAP mode the reader writes ARP and neighbour replies while
-the writer writes frames; an OVERLAPPED must not serve two pending calls). Handing the handle to other processes with DuplicateHandle would bypass the
-exclusive-open check only by inference (WINDOWS.md §6.2), never verified on Windows. The
-device still pickles (through DuplicateHandle) so the supervisor can open it once and pass
-it to the single I/O process it starts.
+handle, its cancellation and its cleanup in one place, and no other process ever holds the
+handle (the workers get no device), so no orphan can keep the adapter "already open". Each
+thread that writes has its own write OVERLAPPED and event (in TAP mode the reader writes
+ARP and neighbour replies while the writer writes frames; an OVERLAPPED must not serve two
+pending calls). The device still pickles, through DuplicateHandle, for a caller that
+wants it in another process; the engine does not.
 
 Why reads land in a private buffer first: `read_batch` must never block, but an overlapped
 read cannot be abandoned once issued. A read left pending in a caller's slot would let the

@@ -151,7 +151,8 @@ class MIB_UNICASTIPADDRESS_ROW(ctypes.Structure):
 
 class JOBOBJECT_BASIC_LIMIT_INFORMATION(ctypes.Structure):
     """winnt.h; 64 bytes on 64-bit Windows."""
-    _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+    _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64),
+                ("PerJobUserTimeLimit", ctypes.c_int64),
                 ("LimitFlags", DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
                 ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", DWORD),
                 ("Affinity", ULONG_PTR), ("PriorityClass", DWORD), ("SchedulingClass", DWORD)]

@@ -1,10 +1,10 @@
 """Wintun backend: WireGuard's layer-3 driver through wintun.dll (WINDOWS.md §4, §6).
 
-`open(cfg)` loads the DLL from `cfg.wintun_dll`, or else from the first of `dll_candidates()`
-that exists (beside python.exe, beside the engine package, in the pytun-pmd3 wheel), opens the adapter named `cfg.device` or
-creates it (then it disappears when we close it), starts a session, and gives the adapter
-its addresses through iphlpapi (CreateUnicastIpAddressEntry, as Wintun's example.c does)
-and its MTU through netsh. All of it needs an elevated process: the DLL grants access only
+`open(cfg)` loads the DLL from `cfg.wintun_dll`, or else from the first of
+`dll_candidates()` that exists (beside python.exe, beside the engine package, in the
+pytun-pmd3 wheel), opens the adapter named `cfg.device` or creates it (then it disappears
+when we close it), starts a session, and gives the adapter its addresses through iphlpapi
+(CreateUnicastIpAddressEntry, as Wintun's example.c does) and its MTU through netsh. All of it needs an elevated process: the DLL grants access only
 to SYSTEM and Administrators.
 
 A session's rings are mapped into the process that started it, so the reader and writer
