@@ -91,6 +91,9 @@ class Config:
                    f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, no '/' "
                    f"or spaces")
         _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
+        _check(self.user is None or platform.CAN_DROP_PRIVILEGES,
+               f"--user {self.user}: this platform cannot switch users (no setuid); start "
+               f"the engine as that user instead")
         _check(self.driver in DRIVERS, f"--driver {self.driver!r}: one of {', '.join(DRIVERS)}")
         _check(1 <= self.workers <= 64, f"--workers {self.workers}: between 1 and 64")
         _check(68 <= self.mtu <= MAX_IP_PACKET, f"--mtu {self.mtu}: between 68 and 65535")

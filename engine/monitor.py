@@ -122,7 +122,7 @@ def _figures(p: psutil.Process) -> dict:
                "threads": p.num_threads()}
     try:
         fig["fds"] = getattr(p, platform.PSUTIL_FDS)()  # fds on POSIX, handles on Windows
-    except psutil.AccessDenied:  # another user's process: /proc/<pid>/fd is private
+    except psutil.AccessDenied:  # another user's process: its fd table is private
         fig["fds"] = None
     return fig
 

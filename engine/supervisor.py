@@ -292,9 +292,10 @@ def _drop_privileges(user: str, prefix: str, pcap_path: Optional[str]) -> None:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise EngineError(f"--user {user!r}: no such user") from None
-    for path in (f"/dev/shm/{prefix}.pool", f"/dev/shm/{prefix}.ctl", pcap_path):
-        if path:
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+    for part in ("pool", "ctl"):
+        platform.chown_segment(f"{prefix}.{part}", pw.pw_uid, pw.pw_gid)
+    if pcap_path:
+        os.chown(pcap_path, pw.pw_uid, pw.pw_gid)
     os.setgroups(os.getgrouplist(user, pw.pw_gid))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)

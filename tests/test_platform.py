@@ -21,13 +21,14 @@ def test_this_linux_binds_the_linux_implementation():
 
 
 @pytest.mark.parametrize("path", ["engine/supervisor.py", "engine/loops.py", "engine/wake.py",
-                                  "engine/shm.py", "engine/config.py", "engine/capture.py"])
+                                  "engine/shm.py", "engine/config.py", "engine/capture.py",
+                                  "engine/stats_cli.py", "engine/monitor.py"])
 def test_no_platform_question_is_asked_outside_the_platform_layer(path):
     with open(os.path.join(ROOT, path)) as f:
         text = f.read()
     found = re.findall(r"sys\.platform|hasattr\((?:os|signal|select)\b|os\.eventfd|"
                        r"select\.poll|except \(?[\w, ]*AttributeError|CDLL\(None|O_CLOEXEC|"
-                       r"sched_\w+|/proc/", text)
+                       r"sched_\w+|/proc/|\"/dev/shm|num_fds", text)
     assert not found, f"{path}: {found}"
 
 
@@ -95,3 +96,10 @@ def test_capture_opens_binary_without_o_cloexec(tmp_path, monkeypatch):
 def test_every_implementation_provides_every_name(impl):
     mod = __import__(f"engine.platform.{impl}", fromlist=["x"])
     assert [n for n in platform.__all__ if not hasattr(mod, n)] == []
+
+
+def test_user_is_refused_in_one_line_where_no_setuid_exists(monkeypatch):
+    from engine.config import Config, ConfigError
+    monkeypatch.setattr(platform, "CAN_DROP_PRIVILEGES", False)
+    with pytest.raises(ConfigError, match="--user nobody: this platform cannot switch users"):
+        Config(user="nobody")

@@ -29,9 +29,9 @@ else:
     from . import portable as _impl
 
 __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_BINARY",
-           "PSUTIL_FDS", "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
+           "PSUTIL_FDS", "CAN_DROP_PRIVILEGES", "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
            "yield_cpu", "namespace_tag", "unlink_segment", "segment_path",
-           "open_segment_readonly", "segment_created"]
+           "open_segment_readonly", "segment_created", "chown_segment"]
 
 NAME: str = _impl.NAME
 DEFAULT_DRIVER: str = _impl.DEFAULT_DRIVER          # what --driver auto means here
@@ -39,6 +39,7 @@ DEFAULT_START_METHOD: str = _impl.DEFAULT_START_METHOD
 STATS_SIGNAL = _impl.STATS_SIGNAL                   # the signal that asks for a stats dump, or None
 O_BINARY: int = _impl.O_BINARY                      # os.open flag for binary files (0 on POSIX)
 PSUTIL_FDS: str = _impl.PSUTIL_FDS                  # psutil.Process method counting open fds
+CAN_DROP_PRIVILEGES: bool = _impl.CAN_DROP_PRIVILEGES  # whether --user can work here
 new_wake = _impl.new_wake                           # () -> a Wake: set(), waiter(watch)
 die_with_parent = _impl.die_with_parent             # a child, at start: go when the parent goes
 ChildGuard = _impl.ChildGuard                       # the supervisor: adopt(process), close()
@@ -50,3 +51,4 @@ unlink_segment = _impl.unlink_segment               # (name) -> bool: a leftover
 segment_path = _impl.segment_path                   # (name) -> where it is, for messages
 open_segment_readonly = _impl.open_segment_readonly  # (name) -> (mmap or None, created)
 segment_created = _impl.segment_created             # (name) -> created, or None once gone
+chown_segment = _impl.chown_segment                 # (name, uid, gid): for --user

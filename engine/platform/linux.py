@@ -10,6 +10,7 @@ from ..handles import InheritedFd
 from . import portable
 
 NAME = "linux"
+CAN_DROP_PRIVILEGES = True   # --user
 DEFAULT_DRIVER = "linux"
 # forkserver: children fork from a server that has imported the engine already, so a
 # start or restart takes milliseconds, and their arguments are still pickled as under
@@ -102,6 +103,10 @@ open_segment_readonly, segment_created = portable.open_segment_readonly, portabl
 
 def segment_path(name: str) -> str:
     return f"/dev/shm/{name}"
+
+
+def chown_segment(name: str, uid: int, gid: int) -> None:
+    os.chown(segment_path(name), uid, gid)
 
 
 def unlink_segment(name: str) -> bool:

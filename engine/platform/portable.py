@@ -18,6 +18,7 @@ import threading
 import time
 
 NAME = "portable"
+CAN_DROP_PRIVILEGES = hasattr(os, "setuid")  # --user
 DEFAULT_DRIVER = ""   # no device backend is known to work here but the memory one
 DEFAULT_START_METHOD = "spawn"
 STATS_SIGNAL = getattr(signal, "SIGUSR1", None)
@@ -113,6 +114,15 @@ def open_segment_readonly(name: str):
         if st.st_size < 64:  # created, not yet sized (the header is its first 64 bytes)
             return None, st.st_ctime
         return mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ), st.st_ctime
+    finally:
+        os.close(fd)
+
+
+def chown_segment(name: str, uid: int, gid: int) -> None:
+    import _posixshmem
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
+    try:
+        os.fchown(fd, uid, gid)
     finally:
         os.close(fd)
 

@@ -25,6 +25,7 @@ from ..tun import win32
 from . import portable
 
 NAME = "windows"
+CAN_DROP_PRIVILEGES = False  # no setuid: run the engine as the account it should run as
 DEFAULT_DRIVER = "tap-windows"
 DEFAULT_START_METHOD = "spawn"   # the only one Windows has
 STATS_SIGNAL = None              # no SIGUSR1: `python -m engine stats` reads the counters
@@ -157,6 +158,10 @@ def open_segment_readonly(name: str):
     # creation time unknown: a live supervisor pid is proof enough (no pid reuse while the
     # mapping lives, since the supervisor holds it)
     return mmap.mmap(-1, size, tagname=name, access=mmap.ACCESS_READ), time.time()
+
+
+def chown_segment(name: str, uid: int, gid: int) -> None:
+    raise OSError("Windows has no setuid, so no --user either")
 
 
 def segment_created(name: str):
