@@ -167,8 +167,9 @@ class _Reader:
         self.rx = [m.rx(i) for i in range(self.W)]
         self.free_ring = m.free()
         self.wake = [Waker(m.flag(1 + i), ctx.wakes[1 + i]) for i in range(self.W)]
-        fd = self.dev.fileno()
-        self.watch = [fd] if fd >= 0 else []
+        # the device's readiness joins the wake-up where the platform can wait on both
+        waitable = self.dev.waitable() if platform.WAITS_ON_DEVICES else None
+        self.watch = [waitable] if waitable is not None else []
         self.sleeper = Sleeper(m.flag(0), ctx.wakes[0], self.watch)
         # waiting for room in a full worker ring: the workers poke this one as they free it
         self.room_sleeper = Sleeper(m.ctl[shm.READER_ROOM:shm.READER_ROOM + 1], ctx.wakes[0])

@@ -258,3 +258,29 @@ def test_stats_maps_the_named_mapping_read_only(monkeypatch):
     assert calls == [("open", 4, "engine.{GUID}.0.ctl"), ("map", 7, 4), ("unmap", 0x1000),
                      ("close", 7), ("mmap", -1, 8192, "engine.{GUID}.0.ctl",
                                     pw.mmap.ACCESS_READ)]
+
+
+def test_the_reader_sleeps_on_its_wake_event_and_the_devices_event_together(k32, tmp_path,
+                                                                             monkeypatch):
+    """An idle reader on Windows waits in one WaitForMultipleObjects for a poke (stop, room)
+    and for the device (Wintun's read-wait event, the TAP read's event)."""
+    import ipaddress
+    from engine import pcap
+    from engine.tun.memory import MemoryDevice
+
+    class EventDevice(MemoryDevice):
+        def waitable(self):
+            return 0x777
+
+    monkeypatch.setattr(loops.platform, "WAITS_ON_DEVICES", True)
+    src = tmp_path / "in.pcap"
+    pcap.write_frames(str(src), [])
+    layout = shm.Layout(1, 64, 128, 16)
+    m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
+    wakes = tuple(pw.new_wake() for _ in range(layout.actors))
+    ctx = loops.Context("t", layout, EventDevice(str(src)),
+                        Mirror(ipaddress.ip_interface("198.18.0.1/24")), 8, 0.0, wakes)
+    reader = loops._Reader(ctx, m)
+    assert reader.watch == [0x777]
+    reader.sleeper.sleep(lambda: False, 0.25)
+    assert k32.calls[-1] == ("WaitForMultipleObjects", [wakes[0].handle, 0x777], False, 250)

@@ -731,3 +731,11 @@ def test_opening_says_when_the_adapter_lacks_the_mirrors_address(rows, says, cap
     else:
         assert len(warnings) == 1 and warnings[0].startswith(says), warnings
         assert "tools/provision.ps1 -Action Configure" in warnings[0]
+
+
+def test_the_tap_device_offers_its_read_event_to_wait_on():
+    dev, k = open_tap()
+    assert dev.waitable() == dev._rov.hEvent
+    dev.close()
+    with pytest.raises(ValueError, match="closed"):
+        dev.waitable()

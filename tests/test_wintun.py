@@ -422,3 +422,11 @@ def test_unicast_row_layout():
     assert (row.InterfaceLuid.offset, row.OnLinkPrefixLength.offset, row.DadState.offset,
             row.CreationTimeStamp.offset) == (32, 60, 64, 72)
     assert ctypes.sizeof(win32.SOCKADDR_INET) == 28
+
+
+def test_the_wintun_session_offers_its_read_wait_event():
+    dev = open_wintun()[0]
+    assert dev.waitable() == 0xE7
+    dev.close()
+    with pytest.raises(ValueError, match="closed"):
+        dev.waitable()

@@ -29,9 +29,10 @@ else:
     from . import portable as _impl
 
 __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_BINARY",
-           "PSUTIL_FDS", "CAN_DROP_PRIVILEGES", "new_wake", "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus",
-           "yield_cpu", "namespace_tag", "unlink_segment", "segment_path",
-           "open_segment_readonly", "segment_created", "chown_segment"]
+           "PSUTIL_FDS", "CAN_DROP_PRIVILEGES", "WAITS_ON_DEVICES", "new_wake",
+           "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus", "yield_cpu",
+           "namespace_tag", "unlink_segment", "segment_path", "open_segment_readonly",
+           "segment_created", "chown_segment"]
 
 NAME: str = _impl.NAME
 DEFAULT_DRIVER: str = _impl.DEFAULT_DRIVER          # what --driver auto means here
@@ -40,6 +41,7 @@ STATS_SIGNAL = _impl.STATS_SIGNAL                   # the signal that asks for a
 O_BINARY: int = _impl.O_BINARY                      # os.open flag for binary files (0 on POSIX)
 PSUTIL_FDS: str = _impl.PSUTIL_FDS                  # psutil.Process method counting open fds
 CAN_DROP_PRIVILEGES: bool = _impl.CAN_DROP_PRIVILEGES  # whether --user can work here
+WAITS_ON_DEVICES: bool = _impl.WAITS_ON_DEVICES     # a wake-up can watch device.waitable()
 new_wake = _impl.new_wake                           # () -> a Wake: set(), waiter(watch)
 die_with_parent = _impl.die_with_parent             # a child, at start: go when the parent goes
 ChildGuard = _impl.ChildGuard                       # the supervisor: adopt(process), close()

@@ -11,6 +11,7 @@ from . import portable
 
 NAME = "linux"
 CAN_DROP_PRIVILEGES = True   # --user
+WAITS_ON_DEVICES = True  # poll(2) takes the device fd with the eventfd
 DEFAULT_DRIVER = "linux"
 # forkserver: children fork from a server that has imported the engine already, so a
 # start or restart takes milliseconds, and their arguments are still pickled as under

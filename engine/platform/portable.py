@@ -19,6 +19,7 @@ import time
 
 NAME = "portable"
 CAN_DROP_PRIVILEGES = hasattr(os, "setuid")  # --user
+WAITS_ON_DEVICES = False  # a semaphore cannot be waited on with anything else
 DEFAULT_DRIVER = ""   # no device backend is known to work here but the memory one
 DEFAULT_START_METHOD = "spawn"
 STATS_SIGNAL = getattr(signal, "SIGUSR1", None)

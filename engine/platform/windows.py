@@ -26,6 +26,7 @@ from . import portable
 
 NAME = "windows"
 CAN_DROP_PRIVILEGES = False  # no setuid: run the engine as the account it should run as
+WAITS_ON_DEVICES = True  # WaitForMultipleObjects takes device events too
 DEFAULT_DRIVER = "tap-windows"
 DEFAULT_START_METHOD = "spawn"   # the only one Windows has
 STATS_SIGNAL = None              # no SIGUSR1: `python -m engine stats` reads the counters

@@ -15,6 +15,9 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   LINUX.md §1), then the IP packet (TUN mode).
 - `fileno()` is a descriptor that polls readable when frames wait (POSIX), or -1 when the
   device has none; then `wait(timeout)` blocks until frames may be waiting.
+- `waitable()` is what the platform's wake-up waits on together with its own
+  (engine/platform): the descriptor on POSIX, an event HANDLE on Windows that is
+  signalled when frames may be waiting, or None (then the reader uses `wait`).
 - `close()` is idempotent and invalidates the handle: a closed device raises, never
   touches a reused descriptor number (trio's _FdHolder).
 - `lossless` (optional, default False): frames wait in the device until read (a pcap
@@ -27,7 +30,7 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, MutableSequence, Protocol, Sequence
+from typing import TYPE_CHECKING, MutableSequence, Optional, Protocol, Sequence
 
 from ..errors import EngineError
 
@@ -49,6 +52,7 @@ class Device(Protocol):
     def read_batch(self, bufs: Sequence[memoryview], lengths: MutableSequence[int]) -> int: ...
     def write_batch(self, bufs: Sequence[memoryview], lengths: Sequence[int]) -> int: ...
     def fileno(self) -> int: ...
+    def waitable(self) -> Optional[int]: ...
     def wait(self, timeout: float) -> None: ...
     def close(self) -> None: ...
 

@@ -90,6 +90,9 @@ class MemoryDevice:
     def fileno(self) -> int:
         return -1
 
+    def waitable(self) -> None:
+        return None  # frames are always ready until the replay ends
+
     def wait(self, timeout: float) -> None:
         time.sleep(timeout)
 

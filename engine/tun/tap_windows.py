@@ -344,6 +344,13 @@ class TapWindows:
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
 
+    def waitable(self) -> int:
+        """The read OVERLAPPED's event: signalled when the read in flight completes. The
+        reader probes (read_batch posts a read) before it sleeps, so one is in flight
+        whenever it waits; if the driver refused it, the wait runs to its timeout."""
+        self._check_open()
+        return self._rov.hEvent
+
     def close(self) -> None:
         """Cancel this process's I/O on the handle, wait until the kernel has let go of the
         OVERLAPPEDs and the landing buffer (freeing them earlier corrupts memory), then

@@ -99,6 +99,11 @@ class Wintun:
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
 
+    def waitable(self) -> int:
+        """The session's read-wait event: signalled when packets may be waiting."""
+        self._live()
+        return self._event
+
     def wait(self, timeout: float) -> None:
         """Block on the session's read-wait event until packets may be waiting."""
         self._live()
