@@ -7,9 +7,9 @@ Two segments per run, created 0600 by the supervisor only (DESIGN.md invariants 
 
 The prefix names the device and the network namespace (`engine.<dev>.<netns inode>` on
 Linux, `engine.<dev>.0` elsewhere: engine/platform), because /dev/shm is shared by all
-namespaces while device names are not. A run that
-attached the device exclusively owns the prefix, so segments found under it at start
-belong to a crashed run and are reclaimed.
+namespaces while device names are not. A run that attached the device exclusively owns
+the prefix, so segments found under it at start belong to a crashed run and are
+reclaimed.
 
 Every process derives the same `Layout` from the same numbers, then maps the segments.
 """

@@ -5,9 +5,9 @@ The tool maps the engine's control segment READ-ONLY (engine/platform: shm_open 
 + mmap ACCESS_READ on POSIX, OpenFileMapping FILE_MAP_READ on Windows). It deliberately
 avoids multiprocessing.shared_memory: on Python 3.11 attaching registers the segment with
 this process's resource tracker, which would unlink the engine's segment when the tool
-exits. The pool (the packets) is never
-mapped. The Layout comes from the segment's own header (ctl words 4..7, see
-engine/monitor.py LAYOUT_WORDS), so the tool needs no engine settings.
+exits. The pool (the packets) is never mapped. The Layout comes from the segment's own
+header (ctl words 4..7, see engine/monitor.py LAYOUT_WORDS), so the tool needs no engine
+settings.
 
 Segments are named by device and network namespace (engine/shm.py), so the tool sees the
 engine on that device in its own namespace only (run it under `ip netns exec` for another).
@@ -44,7 +44,8 @@ class CtlView(shm.Mapped):
     (layout, ctl, worker_done, ready, counters, and rx/tx/free rings through the
     inherited methods). Writing through it raises; `frames`/`slot_views` do not exist."""
 
-    def __init__(self, layout: shm.Layout, ctl_buf) -> None:  # pylint: disable=super-init-not-called
+    def __init__(self, layout: shm.Layout, ctl_buf,  # pylint: disable=super-init-not-called
+                 segment_name: str = "") -> None:
         L = layout
         mv = memoryview(ctl_buf)
         self.layout = L
@@ -53,6 +54,7 @@ class CtlView(shm.Mapped):
         self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
         self.counters = counters_view(mv[L.counters_at:L.rings_at], L.workers)
         self._mv = mv
+        self.segment_name = segment_name   # still_running looks it up again
 
 
 def attach_readonly(device: str, wait: float = START_WAIT):
@@ -77,9 +79,7 @@ def attach_readonly(device: str, wait: float = START_WAIT):
     if not _alive_since(sup, created):
         raise NoEngine(f"no engine runs on device {device} in this network namespace (its "
                        f"supervisor, pid {sup}, is gone; the next start reclaims {path})")
-    view = CtlView(layout, buf)
-    view.segment_name = name
-    return view, path
+    return CtlView(layout, buf, name), path
 
 
 def _map(name: str, path: str, device: str):
