@@ -16,6 +16,7 @@ from engine.rewrite import Mirror
 from engine.config import parse_address
 from engine.tun import win32
 from engine.wake import Sleeper, Waker
+from test_tun_windows import FakeDup
 
 
 class FakeKernel32:
@@ -91,16 +92,6 @@ def k32(monkeypatch):
     fake = FakeKernel32()
     monkeypatch.setitem(win32._loaded, "kernel32", fake)
     return fake
-
-
-class FakeDup:
-    """multiprocessing.reduction.DupHandle stand-in: the child takes over a new value."""
-
-    def __init__(self, handle, access):
-        self.handle, self.access = handle, access
-
-    def detach(self):
-        return self.handle + 0x1000
 
 
 # ---- wake-up events ------------------------------------------------------------------

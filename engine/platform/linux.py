@@ -66,14 +66,7 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-class ChildGuard:
-    """Nothing to do in the supervisor: each child arms its own PR_SET_PDEATHSIG."""
-
-    def adopt(self, process) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+ChildGuard = portable.ChildGuard  # each child arms its own PR_SET_PDEATHSIG
 
 
 def usable_cpus() -> int:

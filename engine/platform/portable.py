@@ -73,7 +73,8 @@ def die_with_parent() -> None:
 
 
 class ChildGuard:
-    """Nothing to do in the supervisor: each child watches its parent (die_with_parent)."""
+    """Nothing to do in the supervisor: each child ties itself to its parent
+    (die_with_parent)."""
 
     def adopt(self, process) -> None:
         pass

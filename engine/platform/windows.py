@@ -61,7 +61,7 @@ class Wake:
         n = len(handles)
 
         def wait(timeout: float) -> None:
-            # rounded up: a 0.5 ms wait must not become a 0 ms one, which would spin
+            # rounded up: a sub-millisecond wait must not become a zero wait, which spins
             ms = min(math.ceil(timeout * 1000), win32.INFINITE - 1)
             if k.WaitForMultipleObjects(n, handles, False, ms) == win32.WAIT_FAILED:
                 raise k.fail("WaitForMultipleObjects")
