@@ -153,3 +153,47 @@ def test_stats_reads_a_running_engine_off_linux(tmp_path):
             eng.wait(10)
         log.close()
     assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
+
+
+def test_workers_die_with_a_killed_supervisor_off_linux(tmp_path):
+    """Without PR_SET_PDEATHSIG (no CDLL(None), no prctl) a worker still goes when the
+    supervisor is SIGKILLed: its thread on the parent's sentinel ends it."""
+    import re
+    import signal
+    import time
+    import psutil
+    src = tmp_path / "in.pcap"
+    pcap.write_frames(str(src), [ipv4("198.18.0.1", "198.18.0.9", udp(1, 2, b"k"))])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BOOTSTRAP, ROOT]))
+    log_path = tmp_path / "engine.log"
+    with open(log_path, "w") as log:
+        eng = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--driver", "memory", "--device", DEVICE,
+             "--replay", str(src), "--replay-hold", "--workers", "2", "--io-threads",
+             "--address", "198.18.0.1/24", "--duration", "120"],
+            cwd=ROOT, env=env, stderr=log)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not workers:
+            m = re.search(r"ready: worker0 (\d+), worker1 (\d+)", log_path.read_text())
+            workers = [int(pid) for pid in m.groups()] if m else []
+            time.sleep(0.1)
+        assert workers, log_path.read_text()
+        procs = [psutil.Process(pid) for pid in workers]
+        assert all(p.ppid() == eng.pid for p in procs)
+        eng.send_signal(signal.SIGKILL)
+        eng.wait(30)
+        gone, alive = psutil.wait_procs(procs, timeout=30)
+        assert alive == [], f"workers outlived the supervisor: {alive}"
+    finally:
+        if eng.poll() is None:
+            eng.kill()
+            eng.wait(10)
+        for pid in workers:   # ours: started by the engine this test started
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        for path in glob.glob(f"/dev/shm/engine.{DEVICE}.*"):  # a SIGKILL leaves them
+            os.unlink(path)
