@@ -96,7 +96,9 @@ def test_the_windows_backends_start_their_workers_off_linux(tmp_path, driver):
               for i in range(300)]
     src, sink = tmp_path / "in.pcap", tmp_path / "out.pcap"
     pcap.write_frames(str(src), frames)
-    env = {"ENGINE_FAKE_REPLAY": str(src), "ENGINE_FAKE_SINK": str(sink)}
+    joblog = tmp_path / "job.log"
+    env = {"ENGINE_FAKE_REPLAY": str(src), "ENGINE_FAKE_SINK": str(sink),
+           "ENGINE_FAKE_JOBLOG": str(joblog)}
     p = off_linux_python(
         "-m", "engine", "--driver", driver, "--device", DEVICE, "--workers", "2",
         "--inline", "never", "--address", "198.18.0.1/24", "--address6", "2001:db8::1/64",
@@ -109,6 +111,9 @@ def test_the_windows_backends_start_their_workers_off_linux(tmp_path, driver):
     assert "restarting" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert sorted(pcap.read_frames(str(sink))) == sorted(
         swapped4(f) if f[0] >> 4 == 4 else mirrored6(f) for f in frames)
+    # the Windows platform's Job Object: made kill-on-close, both workers in it, closed
+    assert joblog.read_text().splitlines() == [
+        "create", "limit 9 0x2000", "assign 0x10b", "assign 0x10b", "close 0x10b"]
     assert not glob.glob(f"/dev/shm/engine.{DEVICE}.*"), "shared memory left behind"
 
 

@@ -4,6 +4,10 @@ tests/test_wintun.py, given kernel32/wintun.dll behaviour that a whole run needs
 `python -m engine --driver tap-windows|wintun` runs end to end here
 (tests/test_offlinux.py).
 
+The supervisor also ties its children to itself with the Windows platform's Job Object
+(engine/platform/windows.py ChildGuard) over a fake kernel32 that logs each call to
+ENGINE_FAKE_JOBLOG, so the test sees every child assigned and the job closed.
+
 ENGINE_FAKE_REPLAY is a pcap of the frames the fake device delivers; once as many frames
 have been written back, they go to ENGINE_FAKE_SINK and the supervisor gets SIGTERM, the
 stop a user's Ctrl-C gives. Only the supervisor opens a device; its children import this
@@ -19,6 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 runpy.run_path(os.path.join(TESTS, "offlinux", "sitecustomize.py"))
 
+from engine import platform  # noqa: E402
+from engine.platform import windows as windows_platform  # noqa: E402
 from engine.tun import tap_windows, win32, wintun  # noqa: E402
 
 _tap_open, _wintun_open = tap_windows.open, wintun.open
@@ -94,4 +100,37 @@ class _Bounded(list):
             del self[:128]
 
 
+class _JobKernel32:
+    """The Job Object calls of kernel32, logged one line each."""
+
+    def _log(self, line):
+        with open(os.environ["ENGINE_FAKE_JOBLOG"], "a") as f:
+            f.write(line + "\n")
+
+    def last_error(self):
+        return 0
+
+    def CreateJobObjectW(self, sa, name):
+        self._log("create")
+        return 0x10B
+
+    def SetInformationJobObject(self, job, cls, info, size):
+        raw = __import__("ctypes").string_at(info, size)
+        flags = win32.JOBOBJECT_EXTENDED_LIMIT_INFORMATION.from_buffer_copy(raw) \
+            .BasicLimitInformation.LimitFlags
+        self._log(f"limit {cls} {flags:#x}")
+        return True
+
+    def AssignProcessToJobObject(self, job, process):
+        self._log(f"assign {job:#x}")
+        return True
+
+    def CloseHandle(self, h):
+        self._log(f"close {h:#x}")
+        return True
+
+
 tap_windows.open, wintun.open = fake_tap_open, fake_wintun_open
+if "ENGINE_FAKE_JOBLOG" in os.environ:
+    win32._loaded["kernel32"] = _JobKernel32()
+    platform.ChildGuard = windows_platform.ChildGuard
