@@ -254,7 +254,7 @@ def test_stats_maps_the_named_mapping_read_only(monkeypatch):
 def test_the_reader_sleeps_on_its_wake_event_and_the_devices_event_together(k32, tmp_path,
                                                                              monkeypatch):
     """An idle reader on Windows waits in one WaitForMultipleObjects for a poke (stop, room)
-    and for the device (Wintun's read-wait event, the TAP read's event)."""
+    and for the device (Wintun's read-wait event)."""
     import ipaddress
     from engine import pcap
     from engine.tun.memory import MemoryDevice

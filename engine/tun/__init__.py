@@ -17,7 +17,8 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   device has none; then `wait(timeout)` blocks until frames may be waiting.
 - `waitable()` is what the platform's wake-up waits on together with its own
   (engine/platform): the descriptor on POSIX, an event HANDLE on Windows that is
-  signalled when frames may be waiting, or None (then the reader uses `wait`).
+  signalled when frames may be waiting (Wintun's read-wait event), or None (then the
+  reader uses `wait`: the memory device, TAP-Windows).
 - `close()` is idempotent and invalidates the handle: a closed device raises, never
   touches a reused descriptor number (trio's _FdHolder).
 - `lossless` (optional, default False): frames wait in the device until read (a pcap

@@ -344,12 +344,12 @@ class TapWindows:
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
 
-    def waitable(self) -> int:
-        """The read OVERLAPPED's event: signalled when the read in flight completes. The
-        reader probes (read_batch posts a read) before it sleeps, so one is in flight
-        whenever it waits; if the driver refused it, the wait runs to its timeout."""
+    def waitable(self) -> None:
+        """None: the reader uses wait(). The read OVERLAPPED's event means something only
+        while a read is in flight, and while the driver refuses reads (error 995) none
+        is; wait() then backs off instead, which a wait on the event could not."""
         self._check_open()
-        return self._rov.hEvent
+        return None
 
     def close(self) -> None:
         """Cancel this process's I/O on the handle, wait until the kernel has let go of the
