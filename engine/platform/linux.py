@@ -10,7 +10,7 @@ from ..handles import InheritedFd
 from . import portable
 
 NAME = "linux"
-CAN_DROP_PRIVILEGES = True   # --user
+CAN_DROP_PRIVILEGES = True  # --user
 WAITS_ON_DEVICES = True  # poll(2) takes the device fd with the eventfd
 DEFAULT_DRIVER = "linux"
 # forkserver: children fork from a server that has imported the engine already, so a
@@ -74,8 +74,8 @@ def usable_cpus() -> int:
 
 
 def share_cpus() -> bool:
-    """SCHED_BATCH for this process (no wake-up preemption, no privilege needed); True
-    when it took, so the idle spin then yields on every turn (see loops._share_cpus)."""
+    """SCHED_BATCH for this process (no wake-up preemption, no privilege needed), and
+    True: its idle spin yields on every turn (see loops._share_cpus)."""
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError:  # a seccomp policy, say: keep the default policy
@@ -105,7 +105,7 @@ def chown_segment(name: str, uid: int, gid: int) -> None:
 
 def unlink_segment(name: str) -> bool:
     try:
-        os.unlink(f"/dev/shm/{name}")
+        os.unlink(segment_path(name))
         return True
     except FileNotFoundError:
         return False
