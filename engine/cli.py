@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from .config import (DEFAULT_DEVICE, DEFAULT_MEMORY_DEVICE, DRIVERS, MODES, START_METHODS,
                      Config, parse_address)
+from . import platform
 from .errors import ConfigError, EngineError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory driver: keep running once the replay is done (until "
                         "--duration or a signal), e.g. for `stats`; by default the engine "
                         "exits 0 once every frame is written or dropped")
+    p.add_argument("--io-threads", action="store_true",
+                   help="memory driver: run the reader and writer as threads of the "
+                        "supervisor, as the Windows backends must (tests that path anywhere)")
     p.add_argument("--wintun-dll", help="path of wintun.dll (Windows, --driver wintun)")
     p.add_argument("--start-method", default=Config.start_method, choices=START_METHODS,
                    help="how worker processes start (default %(default)s)")
@@ -85,12 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_user(user: Optional[str]) -> None:
     """--user must name an account before anything is created (a device, segments)."""
-    if user is None:
+    if user is None or not platform.CAN_DROP_PRIVILEGES:  # (Config says why not)
         return
-    try:
-        import pwd
-    except ImportError:
-        raise ConfigError("--user: dropping privileges exists on POSIX systems only") from None
+    import pwd
     try:
         pwd.getpwnam(user)
     except KeyError:
@@ -107,6 +108,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         spin_us=a.spin_us, duration=a.duration, log_level=a.log_level, user=a.user,
         start_method=a.start_method, wintun_dll=a.wintun_dll, replay=a.replay,
         replay_loops=a.replay_loops, sink=a.sink, replay_hold=a.replay_hold,
+        io_threads=a.io_threads,
         stats_interval=a.stats_interval,
         stats_file=a.stats_file, pcap=a.pcap, pcap_count=a.pcap_count, inline=a.inline,
         io=a.io, allow_wide_prefix=a.allow_wide_prefix)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from . import platform
 from .errors import ConfigError
 
 MAX_BATCH = 1024  # frames per batch at most; also what one reader step reads at most
@@ -77,10 +77,7 @@ class Config:
     pcap_count: int = 100_000       # ...up to this many
     inline: str = "auto"            # when the reader mirrors frames itself (engine/loops.py)
     io: str = "auto"                # auto: io_uring batches where available; syscall: never
-    # forkserver: children fork from a server that has imported the engine already, so a
-    # start or restart takes milliseconds, and their arguments are still pickled as under
-    # spawn (Windows' only method), so pickling mistakes show up on Linux too.
-    start_method: str = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    start_method: str = platform.DEFAULT_START_METHOD  # forkserver on Linux (engine/platform)
     wintun_dll: Optional[str] = None
     # memory driver (tests, kernel-free benchmark): frames replayed from a pcap, output pcap
     replay: Optional[str] = None
@@ -88,6 +85,12 @@ class Config:
     sink: Optional[str] = None
     replay_hold: bool = False       # keep running once the replay is done (--duration, a signal)
     allow_wide_prefix: bool = False  # accept a prefix shorter than MIN_PREFIX
+    io_threads: bool = False        # reader and writer as supervisor threads (Windows' way)
+
+    @property
+    def resolved_driver(self) -> str:
+        """The backend --driver names; `auto` is this platform's own ("" if none)."""
+        return platform.DEFAULT_DRIVER if self.driver == "auto" else self.driver
 
     def __post_init__(self) -> None:
         if self.device is None:
@@ -95,7 +98,7 @@ class Config:
                                else DEFAULT_DEVICE)
         if self.offload is None:
             object.__setattr__(self, "offload", self.driver != "memory")
-        if self.driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
+        if self.resolved_driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
             _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
         else:
             # the kernel's dev_valid_name(): "." and ".." name directories, ':' aliases
@@ -104,6 +107,9 @@ class Config:
                    f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, not '.' "
                    f"or '..', no '/', ':' or spaces")
         _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
+        _check(self.user is None or platform.CAN_DROP_PRIVILEGES,
+               f"--user {self.user}: this platform cannot switch users (no setuid); start "
+               f"the engine as that user instead")
         _check(self.driver in DRIVERS, f"--driver {self.driver!r}: one of {', '.join(DRIVERS)}")
         _check(1 <= self.workers <= 64, f"--workers {self.workers}: between 1 and 64")
         _check(68 <= self.mtu <= MAX_IP_PACKET, f"--mtu {self.mtu}: between 68 and 65535")
@@ -122,8 +128,9 @@ class Config:
         _check(self.inline in INLINE_MODES, f"--inline {self.inline!r}: one of "
                f"{', '.join(INLINE_MODES)}")
         _check(self.io in IO_MODES, f"--io {self.io!r}: one of {', '.join(IO_MODES)}")
-        _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold),
-               "--replay, --sink and --replay-hold need --driver memory")
+        _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold
+                                                or self.io_threads),
+               "--replay, --sink, --replay-hold and --io-threads need --driver memory")
         if self.address is not None:
             check_mirror_network(self.address, "--address", self.allow_wide_prefix)
         if self.address6 is not None:

@@ -1,6 +1,8 @@
-"""File descriptors that survive the trip into a child process, under any start method.
+"""POSIX file descriptors that survive the trip into a child process, under any start
+method (Windows handles cross with DuplicateHandle instead: engine/tun/win32.py,
+engine/platform/windows.py).
 
-The supervisor opens the device and the eventfds once and hands them to its children.
+On Linux the supervisor opens the device and the eventfds once and hands them to its children.
 Under `fork` a child inherits them; under `spawn` and `forkserver` nothing is inherited
 unless multiprocessing is told to pass it. `InheritedFd` pickles through
 `multiprocessing.reduction.DupFd`, which does exactly that while a child is being

@@ -21,7 +21,7 @@ Outbound flow of one frame (numbered as wireguard-go's send.go does):
 
 Ownership: a slot belongs to exactly one stage at a time, and only the stage holding it
 touches its bytes. Every loop is single-threaded and allocation-free per packet; an
-idle loop blocks in poll() (engine/wake.py). Counters are committed once per batch.
+idle loop sleeps on its wake-up (engine/wake.py). Counters are committed once per batch.
 """
 from __future__ import annotations
 
@@ -35,10 +35,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import l2, recovery, shard, shm
+from . import l2, platform, recovery, shard, shm
 from .capture import Capture
 from .config import MAX_BATCH
-from .handles import InheritedFd
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame, reflect
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .tun.slots import slot_io, u32
@@ -49,7 +48,7 @@ from .wake import Sleeper, Waker
 # rule) dominates small batches; the scalar rule costs ~1-1.5 us a frame. Measured
 # crossover there: 40-48 frames.
 SMALL_BATCH = 40
-IDLE_TIMEOUT = 0.5  # seconds; poll timeout as a safety net behind the eventfd handshake
+IDLE_TIMEOUT = 0.5  # seconds; wait timeout as a safety net behind the wake-up handshake
 BACKPRESSURE_S = 0.010  # how long the reader holds back for a full worker ring
 PIPELINE_MIN_CPUS = 4  # below this, --inline auto keeps backlog in the reader too
 # Big frames in flight on the inline path at most (see _Reader.run): a core's L2 on the
@@ -78,18 +77,11 @@ I_SLEEPS = F["sleeps"]
 I_OUT_FRAMES, I_OUT_BYTES, I_RING_HWM = F["out_frames"], F["out_bytes"], F["ring_hwm"]
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def reader_takes_backlog(inline: str) -> bool:
     """Whether the reader mirrors and writes a backlog itself, so that the workers get
     frames only when some are already in flight (see _Reader): --inline always, or auto
     on a machine with fewer than PIPELINE_MIN_CPUS usable CPUs."""
-    return inline == "always" or (inline == "auto" and _usable_cpus() < PIPELINE_MIN_CPUS)
+    return inline == "always" or (inline == "auto" and platform.usable_cpus() < PIPELINE_MIN_CPUS)
 
 
 def backlog_plan(inline: str, workers: int) -> str:
@@ -104,22 +96,24 @@ def backlog_plan(inline: str, workers: int) -> str:
         return (f"the reader mirrors a frame itself when it has drained the device; "
                 f"a backlog goes to {them} (--inline {inline})")
     why = ("--inline always" if inline == "always" else
-           f"--inline auto on {_usable_cpus()} CPUs, fewer than {PIPELINE_MIN_CPUS}")
+           f"--inline auto on {platform.usable_cpus()} CPUs, fewer than {PIPELINE_MIN_CPUS}")
     stay = "stay" if workers != 1 else "stays"
     return f"the reader mirrors them all itself; {them} {stay} idle ({why})"
 
 
 @dataclass(frozen=True)
 class Context:
-    """Everything a process body needs; pickled into each child at start."""
+    """Everything a process body needs; pickled into each child at start. Workers get
+    it with `device` None: they never touch the device, and a device whose I/O runs in
+    supervisor threads (io_threads) must not be handed to another process at all."""
 
     prefix: str
     layout: shm.Layout
-    device: object            # an engine.tun.Device
+    device: object            # an engine.tun.Device (None in a worker's)
     rule: Mirror
     batch: int
     spin_s: float
-    efds: Tuple[InheritedFd, ...]   # one eventfd per actor: reader, workers..., writer
+    wakes: Tuple[object, ...]  # one platform wake-up per actor: reader, workers..., writer
     capture: Optional[Capture] = None  # --pcap
     inline: str = "auto"                # --inline: auto, always, never (see _Reader)
 
@@ -128,30 +122,13 @@ class Context:
         return self.layout.workers
 
 
-# Signals a terminal sends the whole process group (Ctrl-C, Ctrl-\, a hang-up), and the
-# stats request: for the supervisor alone, which decides when its children stop.
-CHILD_IGNORES = ("SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM")
-
-
 def _child_setup() -> None:
-    for name in CHILD_IGNORES:
-        if hasattr(signal, name):  # POSIX names; Windows has SIGINT alone of these
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: if the process that started us dies (the supervisor, or the
-    forkserver, which exits when the supervisor does), we are killed too, so a killed
-    supervisor leaves no process holding the device. Linux only; elsewhere a no-op."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1 (linux/prctl.h)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before we armed the signal
-        os._exit(1)
+    # what a terminal sends the whole process group, and the stats request, are for the
+    # supervisor alone, which decides when its children stop
+    for sig in platform.CHILD_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    # a killed supervisor must leave no process holding the device or the segments
+    platform.die_with_parent()
 
 
 # A reader's exit status when its device was deleted under it (reads fail with EBADFD):
@@ -181,7 +158,7 @@ def reader_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
         gone = False
     m.ctl[shm.READER_DONE] = 1
     for i in range(ctx.workers):  # let the workers see that nothing more is coming
-        os.eventfd_write(ctx.efds[1 + i].fd, 1)
+        ctx.wakes[1 + i].set()
     if gone:
         sys.exit(EXIT_DEVICE_GONE)
 
@@ -206,12 +183,13 @@ class _Reader:
         self.frames, self.views = m.frames, m.slot_views()
         self.rx = [m.rx(i) for i in range(self.W)]
         self.free_ring = m.free()
-        self.wake = [Waker(m.flag(1 + i), ctx.efds[1 + i]) for i in range(self.W)]
-        fd = self.dev.fileno()
-        self.watch = [fd] if fd >= 0 else []
-        self.sleeper = Sleeper(m.flag(0), ctx.efds[0], self.watch)
+        self.wake = [Waker(m.flag(1 + i), ctx.wakes[1 + i]) for i in range(self.W)]
+        # the device's readiness joins the wake-up where the platform can wait on both
+        waitable = self.dev.waitable() if platform.WAITS_ON_DEVICES else None
+        self.watch = [waitable] if waitable is not None else []
+        self.sleeper = Sleeper(m.flag(0), ctx.wakes[0], self.watch)
         # waiting for room in a full worker ring: the workers poke this one as they free it
-        self.room_sleeper = Sleeper(m.ctl[shm.READER_ROOM:shm.READER_ROOM + 1], ctx.efds[0])
+        self.room_sleeper = Sleeper(m.ctl[shm.READER_ROOM:shm.READER_ROOM + 1], ctx.wakes[0])
         self.cnt = Counters(m.counters[0])
         self.stack = recovery.free_slots(m, self.rx, self.free_ring)
         # frames ever handed to the workers; the writer returns each one's slot through the
@@ -666,9 +644,9 @@ def worker_loop(ctx: Context, i: int) -> None:
     m = shm.attach(ctx.prefix, ctx.layout)
     frames, views = m.frames, m.slot_views()
     rx, tx = m.rx(i), m.tx(i)
-    writer = Waker(m.flag(ctx.workers + 1), ctx.efds[ctx.workers + 1])
-    reader = Waker(m.ctl[shm.READER_ROOM:shm.READER_ROOM + 1], ctx.efds[0])  # room in rx
-    sleeper = Sleeper(m.flag(1 + i), ctx.efds[1 + i])
+    writer = Waker(m.flag(ctx.workers + 1), ctx.wakes[ctx.workers + 1])
+    reader = Waker(m.ctl[shm.READER_ROOM:shm.READER_ROOM + 1], ctx.wakes[0])  # room in rx
+    sleeper = Sleeper(m.flag(1 + i), ctx.wakes[1 + i])
     cnt = Counters(m.counters[1 + i])
     c = cnt.c
     rule = ctx.rule
@@ -732,7 +710,7 @@ def worker_loop(ctx: Context, i: int) -> None:
 
     cnt.commit()
     m.worker_done[i] = 1
-    os.eventfd_write(ctx.efds[ctx.workers + 1].fd, 1)
+    ctx.wakes[ctx.workers + 1].set()
 
 
 def _share_cpus(ctx: Context) -> bool:
@@ -745,16 +723,12 @@ def _share_cpus(ctx: Context) -> bool:
     turns a few hundred frames at a time. SCHED_BATCH (no privilege needed) removes
     wake-up preemption for these processes only: a woken worker waits for a free CPU or
     the next tick, so the reader finishes its batch and the worker then takes a larger
-    run. Their spin then yields on every turn (sched_yield), so a spinning process gives
-    way at once to any runnable one instead of burning the slice another needs. The
+    run. Their spin then yields on every turn (platform.yield_cpu), so a spinning process
+    gives way at once to any runnable one instead of burning the slice another needs. The
     reader keeps the default policy, and with a CPU per process nothing changes."""
-    if ctx.layout.actors <= _usable_cpus() or not hasattr(os, "SCHED_BATCH"):
+    if ctx.layout.actors <= platform.usable_cpus():
         return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except OSError:  # a seccomp policy, say: keep the default policy
-        pass
-    return True
+    return platform.share_cpus()  # False where there is no SCHED_BATCH
 
 
 def _spin(spin_s: float, since: float, now: float, yield_cpu: bool) -> bool:
@@ -762,7 +736,7 @@ def _spin(spin_s: float, since: float, now: float, yield_cpu: bool) -> bool:
     if now - since >= spin_s:
         return False
     if yield_cpu:
-        os.sched_yield()
+        platform.yield_cpu()
     return True
 
 
@@ -791,8 +765,8 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
     io = slot_io(ctx.device, m.frames)
     tx = [m.tx(i) for i in range(W)]
     free_ring = m.free()
-    reader = Waker(m.flag(0), ctx.efds[0])
-    sleeper = Sleeper(m.flag(W + 1), ctx.efds[W + 1])
+    reader = Waker(m.flag(0), ctx.wakes[0])
+    sleeper = Sleeper(m.flag(W + 1), ctx.wakes[W + 1])
     cnt = Counters(m.counters[W + 1])
     c = cnt.c
     hwm = c[F["ring_hwm"]]

@@ -34,7 +34,7 @@ from typing import Dict, Optional
 import numpy as np
 import psutil
 
-from . import safefile, shm, stats
+from . import platform, safefile, shm, stats
 
 log = logging.getLogger("engine")
 
@@ -121,8 +121,8 @@ def _figures(p: psutil.Process) -> dict:
                "ctx_voluntary": ctx.voluntary, "ctx_involuntary": ctx.involuntary,
                "threads": p.num_threads()}
     try:
-        fig["fds"] = p.num_fds()
-    except psutil.AccessDenied:  # another user's process: /proc/<pid>/fd is private
+        fig["fds"] = getattr(p, platform.PSUTIL_FDS)()  # fds on POSIX, handles on Windows
+    except psutil.AccessDenied:  # another user's process: its fd table is private
         fig["fds"] = None
     return fig
 

@@ -2,7 +2,7 @@
 (--pcap, --stats-file): never through a symbolic link, never a FIFO or device that could
 block start-up or swallow what is written, never another file by a second hard link.
 
-A new file is made with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: if anything exists at the
+A new file is made with O_CREAT|O_EXCL|Oplatform.O_NOFOLLOW, mode 0600: if anything exists at the
 path (a symbolic link included) the call fails instead of truncating or following it. The
 descriptor is what gets chowned (`fchown`), never the path, which may have changed since.
 """
@@ -13,22 +13,20 @@ import os
 import stat
 from typing import Optional, Tuple
 
+from . import platform
 from .errors import EngineError
 
-# Flags that exist only on some platforms count as 0 elsewhere: O_BINARY (Windows) keeps
-# newline translation out of binary files; O_NOFOLLOW, O_CLOEXEC, O_NONBLOCK are POSIX.
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_BINARY = getattr(os, "O_BINARY", 0)
+# Flags a platform lacks are 0 there (engine/platform): Oplatform.O_NOFOLLOW and Oplatform.O_NONBLOCK are
+# POSIX, Oplatform.O_BINARY (Windows) keeps newline translation out of binary files. No
+# close-on-exec flag: PEP 446 makes every os.open descriptor non-inheritable already.
 MODE = 0o600
 
 
 def create_new(path: str, option: str) -> int:
     """A new, empty regular file at `path` (0600), as a descriptor open for writing."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
-                       | _BINARY, MODE)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | platform.O_NOFOLLOW
+                       | platform.O_BINARY, MODE)
     except FileExistsError:
         raise EngineError(f"{option} {path}: already exists (the engine writes only a new "
                           f"file; remove it or name another)") from None
@@ -45,9 +43,9 @@ def open_append(path: str, option: str) -> Tuple[int, bool]:
         if not os.path.lexists(path):
             raise
     try:
-        # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC
-                     | _BINARY)
+        # Oplatform.O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | platform.O_NOFOLLOW | platform.O_NONBLOCK
+                     | platform.O_BINARY)
     except OSError as e:
         why = ("a symbolic link" if e.errno == errno.ELOOP else
                "not a regular file" if e.errno == errno.ENXIO else e.strerror)
@@ -73,7 +71,8 @@ def check_regular(fd: int, path: str, option: str) -> os.stat_result:
 def reopen(path: str, identity: Optional[Tuple[int, int]], option: str) -> int:
     """Open again, for appending, the file `create_new` made (a child process of the
     supervisor does this): it must still be the same file (device, inode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | platform.O_NOFOLLOW | platform.O_NONBLOCK
+                 | platform.O_BINARY)
     try:
         st = check_regular(fd, path, option)
         if identity is not None and (st.st_dev, st.st_ino) != identity:

@@ -5,28 +5,23 @@ Two segments per run, created 0600 by the supervisor only (DESIGN.md invariants 
   <prefix>.pool   the frame pool: `pool_frames` slots of `slot_size` bytes, uint8 [P, S]
   <prefix>.ctl    control words, per-actor wait flags, counters, and every ring
 
-The prefix names the device and the network namespace (`engine.<dev>.<netns inode>`),
-because /dev/shm is shared by all namespaces while device names are not. A run that
-attached the device exclusively owns the prefix, so segments found under it at start
-belong to a crashed run and are reclaimed.
+The prefix names the device and the network namespace (`engine.<dev>.<netns inode>` on
+Linux, `engine.<dev>.0` elsewhere: engine/platform), because /dev/shm is shared by all
+namespaces while device names are not. A run that attached the device exclusively owns
+the prefix, so segments found under it at start belong to a crashed run and are
+reclaimed.
 
 Every process derives the same `Layout` from the same numbers, then maps the segments.
 """
 from __future__ import annotations
 
 import errno
-import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
-from . import stats
+from . import platform, stats
 from .errors import EngineError
 from .ring import Ring, ring_bytes
 
@@ -62,11 +57,7 @@ def _pow2_ceil(n: int) -> int:
 
 
 def shm_prefix(device: str) -> str:
-    try:
-        ns = os.stat("/proc/self/ns/net").st_ino
-    except OSError:  # not Linux: one namespace
-        ns = 0
-    return f"engine.{device}.{ns}"
+    return f"engine.{device}.{platform.namespace_tag()}"
 
 
 @dataclass(frozen=True)
@@ -215,7 +206,7 @@ class Segments:
         try:
             self._ctl = _Segment(f"{prefix}.ctl", create=True,
                                                    size=layout.ctl_bytes)
-            _lock(self._ctl._fd, exclusive=True)  # held for the run: the name is taken
+            platform.hold_segment(self._ctl)  # for the whole run: the name is taken
         except BaseException:
             self._pool.unlink()
             raise
@@ -242,50 +233,26 @@ _IN_USE = ("an engine already runs under the shared-memory name {prefix} (the sa
            "name in this network namespace); stop it, or choose another --device")
 
 
-def _lock(fd: int, exclusive: bool) -> bool:
-    """flock(2) without waiting; False when another process holds it. POSIX: segments a
-    crashed run left are reclaimed, so the live run's control segment must be locked.
-    (A Windows segment disappears with its last handle: nothing to reclaim or lock.)"""
-    if fcntl is None or fd < 0:
-        return True
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
 def _refuse_if_in_use(prefix: str) -> None:
-    """A control segment at our name whose lock is held belongs to a live engine: its
-    segments must not be reclaimed (unlinked) under it."""
-    try:
-        fd = os.open(f"/dev/shm/{prefix}.ctl", os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return
-    try:
-        if not _lock(fd, exclusive=False):
-            raise EngineError(_IN_USE.format(prefix=prefix))
-    finally:
-        os.close(fd)
+    """A control segment under our name that a live run holds: its segments must not be
+    reclaimed (unlinked) under it."""
+    if platform.segment_in_use(f"{prefix}.ctl"):
+        raise EngineError(_IN_USE.format(prefix=prefix))
 
 
 def _reserve(seg: shared_memory.SharedMemory) -> None:
-    """Back every page of a new segment now. tmpfs reserves nothing at ftruncate, so a
-    /dev/shm smaller than the pool (containers ship 64 MiB) would otherwise fail later, at
-    the first read into an unbacked page, as a fault in a child. (POSIX; a Windows
-    segment is backed by the paging file when it is made.)"""
-    fallocate, fd = getattr(os, "posix_fallocate", None), getattr(seg, "_fd", -1)
-    if fallocate is None or fd < 0:
-        return
+    """Every page of a new segment backed now, or one clear line: a /dev/shm smaller than
+    the pool (containers ship 64 MiB) would otherwise fault in a child at the first read."""
     try:
-        fallocate(fd, 0, seg.size)
+        platform.reserve_segment(seg)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.ENOMEM):
             raise
-        st = os.statvfs("/dev/shm")
-        raise EngineError(f"not enough shared memory in /dev/shm (need {seg.size / 2**20:.1f} "
-                          f"MiB for {seg.name}, have {st.f_bavail * st.f_frsize / 2**20:.1f} "
-                          f"MiB free; a smaller --pool-mib, or a larger /dev/shm)") from None
+        free = platform.segment_space()
+        have = f", {free / 2**20:.1f} MiB free" if free is not None else ""
+        raise EngineError(f"not enough shared memory for {platform.segment_path(seg.name)} "
+                          f"(need {seg.size / 2**20:.1f} MiB{have}; a smaller --pool-mib, or "
+                          f"more room there)") from None
 
 
 def attach(prefix: str, layout: Layout) -> Mapped:
@@ -300,12 +267,5 @@ def attach(prefix: str, layout: Layout) -> Mapped:
 
 def reclaim(prefix: str) -> list:
     """Unlink segments a crashed run left under `prefix`; returns their names."""
-    gone = []
-    for part in ("pool", "ctl"):
-        path = f"/dev/shm/{prefix}.{part}"
-        try:
-            os.unlink(path)
-            gone.append(path)
-        except FileNotFoundError:
-            pass
-    return gone
+    return [f"{prefix}.{part}" for part in ("pool", "ctl")
+            if platform.unlink_segment(f"{prefix}.{part}")]

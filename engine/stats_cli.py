@@ -1,12 +1,13 @@
 """`python -m engine stats [--device NAME] [--json] [--watch SECONDS]`: a running engine's
 counters, rates and per-process resources, read from another process.
 
-The tool maps the engine's control segment READ-ONLY straight from /dev/shm (os.open
-O_RDONLY + mmap ACCESS_READ). It deliberately avoids multiprocessing.shared_memory: on
-Python 3.11 attaching registers the segment with this process's resource tracker, which
-would unlink the engine's segment when the tool exits. The pool (the packets) is never
-mapped. The Layout comes from the segment's own header (ctl words 4..7, see
-engine/monitor.py LAYOUT_WORDS), so the tool needs no engine settings.
+The tool maps the engine's control segment READ-ONLY (engine/platform: shm_open O_RDONLY
++ mmap ACCESS_READ on POSIX, OpenFileMapping FILE_MAP_READ on Windows). It deliberately
+avoids multiprocessing.shared_memory: on Python 3.11 attaching registers the segment with
+this process's resource tracker, which would unlink the engine's segment when the tool
+exits. The pool (the packets) is never mapped. The Layout comes from the segment's own
+header (ctl words 4..7, see engine/monitor.py LAYOUT_WORDS), so the tool needs no engine
+settings.
 
 Segments are named by device and network namespace (engine/shm.py), so the tool sees the
 engine on that device in its own namespace only (run it under `ip netns exec` for another).
@@ -25,7 +26,7 @@ from typing import List, Optional
 
 import psutil
 
-from . import monitor, shm
+from . import monitor, platform, shm
 from .stats import counters_view
 from .config import DEFAULT_DEVICE, Config
 from .errors import ConfigError, EngineError
@@ -43,7 +44,8 @@ class CtlView(shm.Mapped):
     (layout, ctl, worker_done, ready, counters, and rx/tx/free rings through the
     inherited methods). Writing through it raises; `frames`/`slot_views` do not exist."""
 
-    def __init__(self, layout: shm.Layout, ctl_buf) -> None:  # pylint: disable=super-init-not-called
+    def __init__(self, layout: shm.Layout, ctl_buf,  # pylint: disable=super-init-not-called
+                 segment_name: str = "") -> None:
         L = layout
         mv = memoryview(ctl_buf)
         self.layout = L
@@ -52,15 +54,17 @@ class CtlView(shm.Mapped):
         self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
         self.counters = counters_view(mv[L.counters_at:L.rings_at], L.workers)
         self._mv = mv
+        self.segment_name = segment_name   # still_running looks it up again
 
 
 def attach_readonly(device: str, wait: float = START_WAIT):
     """(CtlView, path) of the engine running on `device` in this network namespace;
     raises NoEngine with a one-line reason otherwise."""
-    path = f"/dev/shm/{shm.shm_prefix(device)}.ctl"
+    name = f"{shm.shm_prefix(device)}.ctl"
+    path = platform.segment_path(name)
     deadline = time.monotonic() + wait
     while True:
-        buf, header = _map(path, device)
+        buf, header, created = _map(name, path, device)
         if header is not None and header[shm.SUPERVISOR_PID] and all(header[monitor.LAYOUT_WORDS]):
             break
         if time.monotonic() >= deadline:  # segment without a (complete) header
@@ -68,32 +72,27 @@ def attach_readonly(device: str, wait: float = START_WAIT):
                            f"header ({path})")
         time.sleep(0.05)
     layout = shm.Layout(*header[monitor.LAYOUT_WORDS])
-    if layout.ctl_bytes != len(buf):
+    if not layout.ctl_bytes <= len(buf) < layout.ctl_bytes + mmap.ALLOCATIONGRANULARITY:
         raise NoEngine(f"{path}: {len(buf)} bytes, but its header describes {layout.ctl_bytes} "
                        f"(an engine of another version?)")
     sup = header[shm.SUPERVISOR_PID]
-    if not _alive_since(sup, os.stat(path).st_ctime):
+    if not _alive_since(sup, created):
         raise NoEngine(f"no engine runs on device {device} in this network namespace (its "
                        f"supervisor, pid {sup}, is gone; the next start reclaims {path})")
-    return CtlView(layout, buf), path
+    return CtlView(layout, buf, name), path
 
 
-def _map(path: str, device: str):
+def _map(name: str, path: str, device: str):
     try:
-        fd = os.open(path, os.O_RDONLY)
+        buf, created = platform.open_segment_readonly(name)
     except FileNotFoundError:
         raise NoEngine(f"no engine runs on device {device} in this network namespace") from None
     except PermissionError:
         raise NoEngine(f"{path}: permission denied (run as root or as the engine's --user)") \
             from None
-    try:
-        size = os.fstat(fd).st_size
-        if size < shm.LINE:  # created, not yet sized
-            return None, None
-        buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
-    return buf, struct.unpack_from("8Q", buf)
+    if buf is None:  # created, not yet sized
+        return None, None, None
+    return buf, struct.unpack_from("8Q", buf), created
 
 
 def _alive_since(pid: int, created: float) -> bool:
@@ -106,11 +105,8 @@ def _alive_since(pid: int, created: float) -> bool:
 
 def still_running(view: CtlView, path: str) -> bool:
     """The segment we map is still the live one (not unlinked at the engine's exit)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return _alive_since(int(view.ctl[shm.SUPERVISOR_PID]), st.st_ctime)
+    created = platform.segment_created(view.segment_name)
+    return created is not None and _alive_since(int(view.ctl[shm.SUPERVISOR_PID]), created)
 
 
 def build_parser() -> argparse.ArgumentParser:

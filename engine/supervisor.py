@@ -19,6 +19,7 @@ Theory of operation:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -28,24 +29,17 @@ import threading
 import time
 from typing import Dict, Optional
 
-from . import loops, pcap, shm, stats
+from . import loops, pcap, platform, shm, stats
 from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, check_mirror_network, DEFAULT_ADDRESS
 from .errors import EngineError
 from .rewrite import Mirror
 from .tun import open_device
-from .wake import new_eventfd
 
 log = logging.getLogger("engine")
 
 RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
-# Signals whose default action would end the supervisor with no clean-up (segments left in
-# /dev/shm, no report): a closed terminal or ssh session (HUP) and QUIT stop it as TERM
-# does; USR2 and ALRM, which mean nothing here, are ignored. (POSIX names; those a
-# platform lacks are skipped.)
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-IGNORED_SIGNALS = ("SIGUSR2", "SIGALRM")
 CREATED_TXQUEUELEN = 2048  # the kernel default is 500
 DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
 
@@ -101,18 +95,18 @@ class Supervisor:
         self.stop_reason: Optional[str] = None
         self.segments: Optional[shm.Segments] = None
         self.dev = None
+        self.guard = None   # ties the children's lives to ours (engine/platform)
 
     # ---- lifetime ------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
         # Signal handlers first: a SIGINT/SIGTERM at any moment of start-up leads to the
         # same clean stop (exit 0, nothing left behind), never a KeyboardInterrupt.
-        for name in STOP_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), self._on_signal)
-        for name in IGNORED_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
+        # (HUP and QUIT too: their default action would end us with no clean-up)
+        for sig in platform.STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        for sig in platform.IGNORED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         self.dev = dev = open_device(cfg)
         try:
             if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
@@ -124,14 +118,17 @@ class Supervisor:
             prefix = shm.shm_prefix(dev.name)
             self.segments = shm.Segments(prefix, layout)
             self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
-            efds = tuple(new_eventfd() for _ in range(layout.actors))
+            wakes = tuple(platform.new_wake() for _ in range(layout.actors))
             capture = pcap_fd = None
             if cfg.pcap:
                 capture, pcap_fd = Capture.create(
                     cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
                     pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
             self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
-                                     cfg.spin_us / 1e6, efds, capture, cfg.inline)
+                                     cfg.spin_us / 1e6, wakes, capture, cfg.inline)
+            # workers never touch the device: they get none, so a device that cannot
+            # leave this process (Wintun) or must not be held twice (TAP-Windows) is safe
+            self.worker_ctx = dataclasses.replace(self.ctx, device=None)
             log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
                      dev.name, getattr(dev, "mode", "tun"),
@@ -139,6 +136,9 @@ class Supervisor:
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
             log.info("frames: %s", loops.backlog_plan(cfg.inline, cfg.workers))
+            log.info("processes: %s platform, start method %s, device I/O in %s",
+                     platform.NAME, cfg.start_method,
+                     "supervisor threads" if dev.io_threads else "reader and writer processes")
             if cfg.replay:
                 log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
                          "(--offload)" if cfg.offload else "frames start at the IP header "
@@ -158,11 +158,12 @@ class Supervisor:
         input_end = getattr(self.dev, "frames_total", None)  # a finite input: a replay
         dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
         self.dump_requested = False
-        if hasattr(signal, "SIGUSR1"):  # POSIX: `kill -USR1 <supervisor pid>` dumps stats now
-            signal.signal(signal.SIGUSR1, self._on_usr1)
+        if platform.STATS_SIGNAL is not None:  # `kill -USR1 <supervisor pid>` dumps stats now
+            signal.signal(platform.STATS_SIGNAL, self._on_usr1)
         if self.stop_reason is not None:  # stopped while starting up
             log.info("stopping: %s", self.stop_reason)
             return 0
+        self.guard = platform.ChildGuard()
         if self.dev.io_threads:
             self._start_io_threads()
         for name in self._actor_names():
@@ -223,12 +224,13 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         if name.startswith("worker"):
-            target, args = loops.worker_loop, (self.ctx, int(name[6:]))
+            target, args = loops.worker_loop, (self.worker_ctx, int(name[6:]))
         else:
             target = {"reader": loops.reader_loop, "writer": loops.writer_loop}[name]
             args = (self.ctx,)
         p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
         p.start()
+        self.guard.adopt(p)
         self.procs[name] = p
 
     def _restart_dead(self) -> None:
@@ -261,8 +263,8 @@ class Supervisor:
             # a dead reader reads no more: say so for it, so the workers drain and stop
             # instead of waiting to be killed
             m.ctl[shm.READER_DONE] = 1
-        for efd in self.ctx.efds:
-            os.eventfd_write(efd.fd, 1)
+        for wake in self.ctx.wakes:
+            wake.set()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         for name, p in self.procs.items():
             p.join(max(0.0, deadline - time.monotonic()))
@@ -287,6 +289,8 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
+        if self.guard is not None:
+            self.guard.close()
         if self.segments is not None:
             self.segments.unlink()
         if self.dev is not None:
@@ -299,23 +303,6 @@ def _actor_index(name: str, workers: int) -> int:
     return 0 if name == "reader" else workers + 1
 
 
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38  # linux/prctl.h
-
-
-def _linux_prctl():
-    import ctypes
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _last_cap() -> int:
-    """The highest capability number this kernel knows (capabilities(7))."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return 40  # CAP_CHECKPOINT_RESTORE, the last one as of Linux 5.9
-
-
 def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
     """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
     and the capture file are handed to `user` (the file by its descriptor, never by a
@@ -326,18 +313,15 @@ def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise EngineError(f"--user {user!r}: no such user") from None
-    for path in (f"/dev/shm/{prefix}.pool", f"/dev/shm/{prefix}.ctl"):
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+    for part in ("pool", "ctl"):
+        platform.chown_segment(f"{prefix}.{part}", pw.pw_uid, pw.pw_gid)
     if pcap_fd is not None:
         os.fchown(pcap_fd, pw.pw_uid, pw.pw_gid)
-    libc = _linux_prctl()
-    # The bounding set can only be emptied while we still hold CAP_SETPCAP; then no
-    # program the engine's processes might exec could regain a capability.
-    for cap in range(_last_cap() + 1):
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    # while root still can: no program the engine's processes might exec regains a
+    # capability (the bounding set), nor any privilege through setuid bits (no_new_privs)
+    platform.drop_bounding_set()
     os.setgroups(os.getgrouplist(user, pw.pw_gid))
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:  # nor gain privilege by setuid bits
-        raise EngineError("--user: could not set no_new_privs")
+    platform.set_no_new_privs()
     log.info("dropped privileges to %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)

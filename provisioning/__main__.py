@@ -13,7 +13,7 @@ def _plan(a) -> None:
     if a.plan:
         p = plans.load(a.plan)
     else:
-        p = plans.Plan(name=a.name, driver=a.driver, mtu=a.mtu,
+        p = plans.Plan(name=a.name, driver=a.driver, mtu=a.mtu, mode=a.mode,
                        address=plans.parse_interface(a.address, 4, "--address"),
                        address6=a.address6 and plans.parse_interface(a.address6, 6, "--address6"))
     print(p.dumps() if a.json else windows.render(p, a.devcon, a.inf), end="")
@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="10.3.0.1/24", metavar="A/P")
     p.add_argument("--address6", metavar="A6/P")
     p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--mode", default="tun", choices=["tun", "tap"],
+                   help="the engine's --mode on a TAP-Windows adapter (default tun)")
     p.add_argument("--devcon", default="devcon.exe", help="devcon or tapinstall path")
     p.add_argument("--inf", help="driver INF (default OemVista.inf / OemWin2k.inf)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead")

@@ -1,14 +1,19 @@
 """The Windows adapter plan: one JSON file that both `python -m provisioning` and
 `tools/provision.ps1` read, so the two cannot disagree on the adapter they set up.
 
-    {"name": "mirror0", "driver": "tap0901", "address": "10.3.0.1/24",
+    {"name": "mirror0", "driver": "tap0901", "mode": "tun", "address": "10.3.0.1/24",
      "address6": null, "mtu": 1500}
 
-Every field is required except `address6`. Unknown fields are errors (a typo would
-otherwise be ignored). tools/provision.ps1 applies the same rules in Read-Plan.
+Every field is required except `address6` (default null) and `mode` (default "tun"; "tap"
+for the engine's --mode tap, Ethernet frames). Unknown fields are errors (a typo would
+otherwise be ignored). tools/provision.ps1 applies the same rules in Read-PlanFields.
+
+The file may be UTF-8 (with or without a BOM) or UTF-16 with a BOM: Windows PowerShell
+5.1 writes UTF-16LE for `> plan.json`.
 """
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import json
 import re
@@ -26,7 +31,9 @@ MIN_MTU = 576            # the IPv4 datagram every host must accept (RFC 791)
 MAX_TAP_MTU = 1500       # OemVista.inf / OemWin2k.inf: MTU max 1500
 MAX_MTU = 65535
 MIN_IPV6_MTU = 1280      # RFC 8200
-FIELDS = ("name", "driver", "address", "address6", "mtu")
+MODES = ("tun", "tap")
+FIELDS = ("name", "driver", "mode", "address", "address6", "mtu")
+OPTIONAL = {"address6": None, "mode": "tun"}
 
 
 class PlanError(EngineError):
@@ -40,11 +47,14 @@ class Plan:
     address: ipaddress.IPv4Interface = ipaddress.IPv4Interface("10.3.0.1/24")
     address6: Optional[ipaddress.IPv6Interface] = None
     mtu: int = 1500
+    mode: str = "tun"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and NAME_RE.fullmatch(self.name) is not None,
                "name", self.name, "1 to 15 letters, digits, '.', '_' or '-'")
         _check(self.driver in DRIVERS, "driver", self.driver, f"one of {', '.join(DRIVERS)}")
+        _check(self.mode in MODES and (self.mode == "tun" or self.driver != "wintun"), "mode",
+               self.mode, "tun or tap (tap: TAP-Windows only; Wintun is layer 3)")
         _check(isinstance(self.address, ipaddress.IPv4Interface)
                and _is_host(self.address), "address", self.address,
                "an IPv4 host address with a prefix of /30 or shorter, e.g. 10.3.0.1/24")
@@ -67,7 +77,7 @@ class Plan:
         unknown = sorted(set(data) - set(FIELDS))
         if unknown:
             raise PlanError(f"unknown plan field(s): {', '.join(unknown)}")
-        missing = [f for f in FIELDS if f not in data and f != "address6"]
+        missing = [f for f in FIELDS if f not in data and f not in OPTIONAL]
         if missing:
             raise PlanError(f"missing plan field(s): {', '.join(missing)}")
         address6 = data.get("address6")
@@ -75,10 +85,11 @@ class Plan:
                    address=parse_interface(data["address"], 4, "address"),
                    address6=None if address6 is None
                    else parse_interface(address6, 6, "address6"),
-                   mtu=data["mtu"])
+                   mtu=data["mtu"], mode=data.get("mode", OPTIONAL["mode"]))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "driver": self.driver, "address": str(self.address),
+        return {"name": self.name, "driver": self.driver, "mode": self.mode,
+                "address": str(self.address),
                 "address6": None if self.address6 is None else str(self.address6),
                 "mtu": self.mtu}
 
@@ -93,16 +104,28 @@ class Plan:
 def load(path: str) -> Plan:
     """Read and validate a plan file; PlanError (naming the file) for anything wrong."""
     try:
-        with open(path, encoding="utf-8-sig") as f:  # -sig: PowerShell 5 writes a BOM
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise PlanError(f"plan {path}: {e.strerror}") from None
+    try:
+        data = json.loads(_decode(raw))
+    except UnicodeDecodeError:
+        raise PlanError(f"plan {path}: not UTF-8 or UTF-16 text (save it as UTF-8)") from None
     except json.JSONDecodeError as e:
         raise PlanError(f"plan {path}: not valid JSON: {e}") from None
     try:
         return Plan.from_dict(data)
     except PlanError as e:
         raise PlanError(f"plan {path}: {e}") from None
+
+
+def _decode(raw: bytes) -> str:
+    """Text by its BOM: UTF-16 (PowerShell 5.1's `>`), UTF-8 with BOM (its Out-File
+    -Encoding utf8), else UTF-8."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8-sig")
 
 
 def parse_interface(text, version: int, field: str):

@@ -6,6 +6,7 @@ Engines here run over the memory driver with --replay-hold (no device, no root),
 they stay up until the test stops them."""
 import glob
 import io
+import json
 import logging
 import os
 import signal
@@ -32,11 +33,21 @@ def start(tmp_path, *args, stderr=subprocess.PIPE):
                           DEVICE, "--replay", str(src), "--replay-hold", "--duration", "120",
                           "--address", "198.18.0.1/24", "--workers", "1", *args],
                          cwd=ROOT, stderr=stderr, text=True)
-    deadline = time.time() + 60  # a bound: start-up takes about a second here
-    while not glob.glob(f"/dev/shm/engine.{DEVICE}.*.ctl"):
-        assert p.poll() is None and time.time() < deadline, "the engine did not start"
-        time.sleep(0.05)
+    deadline = time.time() + 60  # a bound: start-up and the replay take a second here
+    while not replayed():
+        assert p.poll() is None and time.time() < deadline, "the engine did not replay"
+        time.sleep(0.1)
     return p
+
+
+def replayed() -> bool:
+    """The engine under test has read and written its 30 frames (its own stats tool)."""
+    q = subprocess.run([sys.executable, "-m", "engine", "stats", "--device", DEVICE, "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    if q.returncode:
+        return False
+    t = json.loads(q.stdout)["totals"]
+    return t["rx_frames"] == 30 and t["tx_frames"] == 30
 
 
 def segments():
@@ -78,7 +89,6 @@ def test_stats_file_full_at_exit_is_one_warning(tmp_path, caplog):
 @pytest.mark.parametrize("sig", ["SIGHUP", "SIGQUIT"])
 def test_hangup_and_quit_stop_cleanly(tmp_path, sig):
     p = start(tmp_path)
-    time.sleep(0.5)
     p.send_signal(getattr(signal, sig))
     err = p.communicate(timeout=30)[1]
     assert p.returncode == 0, err
@@ -89,7 +99,6 @@ def test_hangup_and_quit_stop_cleanly(tmp_path, sig):
 def test_usr2_and_alrm_are_ignored(tmp_path):
     p = start(tmp_path)
     try:
-        time.sleep(0.5)
         p.send_signal(signal.SIGUSR2)
         p.send_signal(signal.SIGALRM)
         time.sleep(1.0)
@@ -107,7 +116,6 @@ def test_stats_request_with_stderr_closed_does_not_stop_the_engine(tmp_path):
     os.close(w)
     os.close(r)                             # the reader of stderr is gone
     try:
-        time.sleep(0.5)
         p.send_signal(signal.SIGUSR1)       # the table goes to stderr: EPIPE
         time.sleep(1.0)
         assert p.poll() is None, f"the engine died with {p.returncode}"
@@ -131,7 +139,8 @@ def test_a_dev_shm_smaller_than_the_pool_is_one_line_at_start(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith(
-        "engine: error: not enough shared memory in /dev/shm (need 8.0 MiB"), p.stderr
+        f"engine: error: not enough shared memory for /dev/shm/engine.{DEVICE}."), p.stderr
+    assert "(need 8.0 MiB, " in p.stderr and "MiB free; a smaller --pool-mib" in p.stderr
 
 
 # ------------------------------------------------------------------ the demo interrupted

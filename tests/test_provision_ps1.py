@@ -149,13 +149,19 @@ def strings_any(src, node):
     return [text(src, n).strip("'\"") for n in nodes(node, lambda n: n.type == "string_literal")]
 
 
+def with_fallbacks(names):
+    """A tapctl step and, right after it, what the script runs instead without tapctl."""
+    return [x for n in names for x in (n, windows.FALLBACK.get(n)) if x]
+
+
 def test_each_action_runs_the_same_steps_in_the_same_order(tree):
     py = windows.steps(Plan(address6=ipaddress.IPv6Interface("2001:db8::1/64")))
-    assert ps_steps(tree, "Install-Adapter") == list(py["install"])
+    assert ps_steps(tree, "Install-Adapter") == with_fallbacks(py["install"])
     assert ps_steps(tree, "Set-AdapterConfig") == list(py["configure"])
-    assert ps_steps(tree, "Remove-Adapter") == list(py["remove"])
+    assert ps_steps(tree, "Remove-Adapter") == with_fallbacks(py["remove"])
     v4_only = windows.steps(Plan())["configure"]
-    assert list(v4_only) == ps_steps(tree, "Set-AdapterConfig")[:len(v4_only)]
+    assert list(v4_only) == [s for s in ps_steps(tree, "Set-AdapterConfig")
+                             if s not in windows.CONFIGURE_V6]
 
 
 def test_defaults_and_lists_match_python(tree):
@@ -198,7 +204,8 @@ def expand_like_the_script(templates, step, values):
     Plan(name="mirror1", driver="tap0801", address=ipaddress.IPv4Interface("198.18.9.1/15"),
          mtu=1400),
     Plan(address6=ipaddress.IPv6Interface("2001:db8:0:7::1/64"), mtu=1280),
-], ids=["default", "tap0801", "ipv6"])
+    Plan(address6=ipaddress.IPv6Interface("2001:db8:0:7::1/64"), mode="tap"),
+], ids=["default", "tap0801", "ipv6", "ipv6-tap"])
 def test_script_commands_equal_the_printed_plan(tree, tmp_path, plan):
     path = tmp_path / "plan.json"
     plan.dump(str(path))
@@ -212,5 +219,101 @@ def test_script_commands_equal_the_printed_plan(tree, tmp_path, plan):
     script = [subprocess.list2cmdline(expand_like_the_script(templates, step, values))
               for action in ("Install-Adapter", "Set-AdapterConfig", "Remove-Adapter")
               for step in ps_steps(tree, action)
-              if step not in windows.CONFIGURE_V6 or plan.address6 is not None]
+              if (step not in windows.CONFIGURE_V6 or plan.address6 is not None)
+              and not (step == "route6" and plan.mode == "tap")    # the script's `if`s
+              and not (step in windows.FALLBACK and plan.driver != "tap0901")   # Test-Tapctl,
+              and not (step in windows.FALLBACK.values() and plan.driver == "tap0901")]
     assert script == printed
+
+
+# ---- issue 18 ------------------------------------------------------------------------
+def test_every_count_is_taken_of_an_array(tree):
+    """Defect 8: under Set-StrictMode -Version Latest, `.Count` of what a pipeline returns
+    throws when it returned 0 or 1 objects (no array then): every variable whose Count is
+    read is assigned from @(...) only."""
+    t, src = tree
+    counted = {text(src, n).split(".")[0] for n in nodes(
+        t.root_node, lambda n: n.type == "member_access" and text(src, n).endswith(".Count"))}
+    counted = {v for v in counted if v.startswith("$") and v not in ("$argv",)}
+    assert "$all" in counted
+    for var in counted:
+        for n in nodes(t.root_node, lambda n: n.type == "assignment_expression"
+                       and text(src, n).startswith(var + " ")):
+            value = text(src, n).split("=", 1)[1].strip()
+            assert value.startswith("@(") or " -split " in value, \
+                f"{var} = {value}: wrap it in @(...)"   # (-split always gives an array)
+
+
+def test_a_reboot_exit_code_is_success(tree):
+    """Defect 11: devcon exit code 1 means done, reboot required (devcon.h EXIT_REBOOT);
+    treating it as failure aborts before the rename, and a re-run installs a second
+    adapter."""
+    t, src = tree
+    entries = hash_entries(src, assignment(t, src, "$RebootExitCodes"))
+    assert {k: int(text(src, v)) for k, v in entries.items()} == windows.REBOOT_EXIT_CODES
+    invoke = text(src, function(t, src, "Invoke-Step"))
+    assert "$RebootExitCodes.ContainsKey($Step)" in invoke
+    assert "$LASTEXITCODE -eq $RebootExitCodes[$Step]" in invoke
+    assert invoke.index("$RebootExitCodes") < invoke.index("throw")
+
+
+def test_the_printed_engine_command_is_the_template_with_every_address(tree):
+    """Defect 14: Status prints the engine command from the 'engine' template, plus
+    'engine6' when the plan has IPv6 (provisioning/windows.py engine_command)."""
+    t, src = tree
+    show = text(src, function(t, src, "Show-Adapter"))
+    assert "Expand-Template 'engine' $Values" in show
+    assert "if ($Values.Address6) { $start += @(Expand-Template 'engine6' $Values) }" in show
+    assert "EngineAddress" not in text(src, t.root_node)
+
+
+def test_tap_mode_adds_no_route_via_fe80_8(tree):
+    """Defect 10: the route6 step runs only when the plan is not TAP mode."""
+    t, src = tree
+    config = function(t, src, "Set-AdapterConfig")
+    route = next(nodes(config, lambda n: n.type == "string_literal" and text(src, n) == "'route6'"))
+    guards = []
+    while route is not None and route != config:
+        if route.type == "if_statement":
+            guards.append(text(src, route.child_by_field_name("condition") or route)[:60])
+        route = route.parent
+    assert any("$Values.Mode -ne 'tap'" in g for g in guards), guards
+    params = text(src, next(c for c in t.root_node.children if c.type == "param_block"))
+    assert "[ValidateSet('tun', 'tap')]\n    [string] $Mode = 'tun'" in params
+
+
+def test_tapctl_is_preferred_for_tap0901_and_creates_the_adapter_under_its_name(tree):
+    """Build 4: OpenVPN 2.5+ ships tapctl, not devcon. Test-Tapctl picks it for tap0901
+    when it is found; tapctl names the adapter itself, so that branch returns before the
+    devcon path's wait-and-rename."""
+    t, src = tree
+    test = text(src, function(t, src, "Test-Tapctl"))
+    assert "$Values.HwId -eq 'tap0901'" in test and "Get-Command $Values.Tapctl" in test
+    install = text(src, function(t, src, "Install-Adapter"))
+    branch = install[install.index("if (Test-Tapctl $Values)"):]
+    assert branch.index("Invoke-Step 'tapctl'") < branch.index("return") \
+        < branch.index("Invoke-Step 'install'") < branch.index("Rename-NetAdapter")
+    assert windows.TEMPLATES["tapctl"][1:4] == ["create", "--hwid", "root\\tap0901"]
+
+
+def test_configure_allows_inbound_traffic_from_the_mirror_prefixes_once(tree):
+    """Build 4: a mirrored echo request is inbound on an unidentified (public) network."""
+    t, src = tree
+    config = text(src, function(t, src, "Set-AdapterConfig"))
+    assert "if (-not (Get-NetFirewallRule -DisplayName $Values.Rule" in config
+    assert "Invoke-Step 'firewall' $Values" in config
+    remove = text(src, function(t, src, "Remove-Adapter"))
+    assert "Invoke-Step 'unfirewall' $Values" in remove
+    vals = windows.values(Plan(address=ipaddress.IPv4Interface("198.18.0.1/15"),
+                               address6=ipaddress.IPv6Interface("2001:db8:0:7::1/64")))
+    assert windows.expand("firewall", vals)[5:] == [
+        "name=ip-mirror-mirror0", "dir=in", "action=allow",
+        "remoteip=198.18.0.0/15,2001:db8:0:7::/64", "profile=any"]
+
+
+def test_status_says_when_the_adapter_lacks_the_mirrors_address(tree):
+    """Build 4: DHCP or APIPA addresses otherwise fail silently (no ARP answer)."""
+    t, src = tree
+    show = text(src, function(t, src, "Show-Adapter"))
+    assert "Get-NetIPAddress -InterfaceAlias $Values.Name -AddressFamily IPv4" in show
+    assert '-eq $Values.Interface' in show and "Write-Warning" in show

@@ -31,8 +31,8 @@ def test_round_trip(tmp_path):
     path = tmp_path / "plan.json"
     p.dump(str(path))
     assert json.loads(path.read_text()) == {"name": "mirror1", "driver": "tap0801",
-                                            "address": "198.18.0.1/16", "address6": None,
-                                            "mtu": 1400}
+                                            "mode": "tun", "address": "198.18.0.1/16",
+                                            "address6": None, "mtu": 1400}
     assert load(str(path)) == p
 
 
@@ -81,21 +81,29 @@ def test_unreadable_plans(tmp_path):
 # ---- golden commands ---------------------------------------------------------------
 def test_commands_for_the_default_plan():
     assert windows.commands(Plan()) == {
-        "install": [["devcon.exe", "install", "OemVista.inf", "tap0901"]],
+        "install": [["tapctl.exe", "create", "--hwid", "root\\tap0901", "--name", "mirror0"]],
         "configure": [
             ["netsh", "interface", "ipv4", "set", "address", "name=mirror0", "source=static",
              "address=10.3.0.1", "mask=255.255.255.0"],
             ["netsh", "interface", "ipv4", "set", "subinterface", "mirror0", "mtu=1500",
-             "store=persistent"]],
-        "remove": [["devcon.exe", "remove", "@<instance id>"]],
+             "store=persistent"],
+            ["netsh", "advfirewall", "firewall", "add", "rule", "name=ip-mirror-mirror0",
+             "dir=in", "action=allow", "remoteip=10.3.0.0/24", "profile=any"]],
+        "remove": [["tapctl.exe", "delete", "mirror0"],
+                   ["netsh", "advfirewall", "firewall", "delete", "rule",
+                    "name=ip-mirror-mirror0"]],
     }
+    text = windows.render(Plan())
+    assert "#   without tapctl: devcon.exe install OemVista.inf tap0901" in text
+    assert "#   without tapctl: devcon.exe remove \"@<instance id>\"" in text
 
 
 def test_commands_with_ipv6_follow_openvpn():
     plan = Plan(address6=V6, mtu=1400, address=ipaddress.IPv4Interface("198.18.3.4/15"))
     configure = windows.commands(plan)["configure"]
     assert configure[0][-2:] == ["address=198.18.3.4", "mask=255.254.0.0"]
-    assert configure[2:] == [
+    assert configure[-1][-2] == "remoteip=198.18.0.0/15,2001:db8::/64"  # both prefixes
+    assert configure[2:-1] == [
         ["netsh", "interface", "ipv6", "set", "address", "interface=mirror0",
          "address=2001:db8::1/128", "store=persistent"],
         ["netsh", "interface", "ipv6", "add", "route", "prefix=2001:db8::/64",
@@ -230,3 +238,68 @@ def test_down_error_is_reported(capsys, monkeypatch):
         raise linux.ProvisionError(f"{name} does not exist")
     monkeypatch.setattr(linux, "delete_persistent", missing)
     assert run_cli(capsys, "down", "nope0")[2] == "provisioning: error: nope0 does not exist\n"
+
+
+# ---- issue 18: encodings, TAP-mode IPv6, the engine command --------------------------
+def test_a_utf16_plan_from_windows_powershell_loads(tmp_path):
+    """Defect 9: Windows PowerShell 5.1's `... > plan.json` writes UTF-16LE with a BOM."""
+    plan = Plan(address6=V6, mode="tap")
+    for encoding in ("utf-16-le", "utf-16-be"):
+        path = tmp_path / f"{encoding}.json"
+        bom = b"\xff\xfe" if encoding.endswith("le") else b"\xfe\xff"
+        path.write_bytes(bom + plan.dumps().encode(encoding))
+        assert load(str(path)) == plan
+
+
+def test_a_plan_in_no_known_encoding_is_one_clear_line(tmp_path, capsys):
+    path = tmp_path / "plan.json"
+    path.write_bytes(b'{"name": "\xe9\xff"}')
+    with pytest.raises(PlanError, match=r"not UTF-8 or UTF-16 text \(save it as UTF-8\)"):
+        load(str(path))
+    code, out, err = run_cli(capsys, "plan", "--os", "windows", "--plan", str(path))
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ipv6_in_tap_mode_gets_its_real_prefix_and_no_route_via_fe80_8():
+    """Defect 10: in TAP mode nothing answers neighbour solicitations for fe80::8 (the
+    driver does only in TUN mode), so OpenVPN's TUN-mode /128 + route would blackhole
+    every mirrored IPv6 packet; the engine answers NS for the prefix itself."""
+    configure = windows.commands(Plan(address6=V6, mode="tap"))["configure"]
+    assert configure[2:-1] == [
+        ["netsh", "interface", "ipv6", "set", "address", "interface=mirror0",
+         "address=2001:db8::1/64", "store=persistent"],
+        ["netsh", "interface", "ipv6", "set", "subinterface", "mirror0", "mtu=1500",
+         "store=persistent"]]
+    assert not any("fe80::8" in part for argv in configure for part in argv)
+
+
+def test_the_mode_is_a_plan_field_and_tap_needs_tap_windows(tmp_path):
+    assert Plan().mode == "tun"
+    with pytest.raises(PlanError, match="mode"):
+        Plan(driver="wintun", mode="tap")
+    with pytest.raises(PlanError, match="mode"):
+        Plan(mode="tap0901")
+
+
+@pytest.mark.parametrize("plan,expect", [
+    (Plan(), "python -m engine --driver tap-windows --mode tun --device mirror0 "
+             "--address 10.3.0.1/24"),
+    (Plan(address6=V6, mode="tap"), "python -m engine --driver tap-windows --mode tap "
+                                    "--device mirror0 --address 10.3.0.1/24 "
+                                    "--address6 2001:db8::1/64"),
+    (Plan(driver="wintun", address6=V6), "python -m engine --driver wintun --mode tun "
+                                         "--device mirror0 --address 10.3.0.1/24 "
+                                         "--address6 2001:db8::1/64"),
+])
+def test_the_printed_engine_command_carries_every_address(plan, expect):
+    """Defect 14: without --address6 the engine drops every IPv6 frame as not mirrored."""
+    assert subprocess.list2cmdline(windows.engine_command(plan)) == expect
+    assert windows.render(plan).splitlines()[-1] == "#   " + expect
+
+
+def test_the_engine_accepts_the_command_it_is_given():
+    from engine.cli import build_parser, config_from_args
+    cfg = config_from_args(build_parser().parse_args(
+        windows.engine_command(Plan(address6=V6, mode="tap"))[3:]))
+    assert (cfg.driver, cfg.mode, cfg.device, str(cfg.address), str(cfg.address6)) == \
+        ("tap-windows", "tap", "mirror0", "10.3.0.1/24", "2001:db8::1/64")

@@ -12,7 +12,7 @@ from engine.loops import Context, _Reader
 from engine.rewrite import Mirror, mirror_frame
 from engine.stats import DROP_REASONS, F
 from engine.tun.memory import MemoryDevice
-from engine.wake import new_eventfd
+from engine import platform
 
 from packets import ipv4, swapped4, udp
 
@@ -21,11 +21,11 @@ PING = ipv4("198.18.0.1", "198.18.0.5", udp(1000, 2000, b"lone"))
 
 @pytest.fixture
 def efds():
-    """Eventfds for the reader under test, closed afterwards."""
+    """Wake-ups for the reader under test, closed afterwards."""
     made = []
 
     def make(n):
-        made.extend(new_eventfd() for _ in range(n))
+        made.extend(platform.new_wake() for _ in range(n))
         return tuple(made[-n:])
     yield make
     for e in made:
@@ -41,7 +41,7 @@ def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8, slot_size
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     ctx = Context(prefix="t", layout=layout, device=dev, rule=Mirror(
         ipaddress.ip_interface("198.18.0.1/24")), batch=batch, spin_s=0.0,
-        efds=efds(workers + 2), inline=inline)
+        wakes=efds(workers + 2), inline=inline)
     return _Reader(ctx, m), m, dev, sink
 
 
@@ -80,7 +80,7 @@ def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
 ])
 def test_the_start_up_log_says_who_mirrors_and_the_reader_does_so(
         tmp_path, efds, monkeypatch, inline, cpus, backlog, says):
-    monkeypatch.setattr(loops, "_usable_cpus", lambda: cpus)
+    monkeypatch.setattr(platform, "usable_cpus", lambda: cpus)
     assert loops.reader_takes_backlog(inline) is backlog
     assert says in loops.backlog_plan(inline, 4)
     assert _reader(tmp_path, efds, [PING], 4, inline)[0].inline_backlog is backlog

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
 import pickle
 import struct
+import threading
 
 import pytest
 
@@ -487,7 +489,9 @@ def test_refused_write_is_counted_and_the_batch_goes_on():
 def test_close_cancels_and_waits_for_the_pending_read():
     dev, k = open_tap()
     assert dev.read_batch(bufs(1), [0]) == 0          # a read is in flight
-    events = (dev._rov.hEvent, dev._wov.hEvent)
+    assert dev.write_batch([memoryview(bytearray(b"\x45" * 20))], [20]) == 0
+    events = (dev._rov.hEvent, *(w.ov.hEvent for w in dev._writes.values()))
+    assert len(events) == 2
     dev.close()
     i = k.calls.index(("CancelIoEx", None))
     assert ("GetOverlappedResult", True) in k.calls[i:]  # waited before freeing the buffer
@@ -529,7 +533,7 @@ def test_device_pickles_through_duplicate_handle(monkeypatch):
     assert child._h == k.handle + 0x1000
     assert (child.name, child.mtu, child.guid, child.version, child.config_mode) == \
         (dev.name, dev.mtu, dev.guid, dev.version, dev.config_mode)
-    assert child._rov.hEvent not in (dev._rov.hEvent, dev._wov.hEvent)  # its own events
+    assert child._rov.hEvent != dev._rov.hEvent  # its own events
 
 
 # ---- win32 helpers -----------------------------------------------------------------
@@ -575,3 +579,163 @@ def test_c_buffer_shares_writable_memory():
     mem = bytearray(8)
     win32.c_buffer(memoryview(mem))[0] = b"x"
     assert mem[0:1] == b"x"
+
+
+# ---- two writing threads (defect 6) and a refusing driver (defect 7) -----------------
+class GatedWrites(FakeKernel32):
+    """The first write goes pending and its wait blocks until `gate` opens; a WriteFile on
+    an OVERLAPPED that is still pending is recorded (the documented API forbids it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate, self.first_waiting = threading.Event(), threading.Event()
+        self.reused, self.first_key = [], None
+
+    def WriteFile(self, h, data, n, got, ov):
+        key = ctypes.addressof(ov)
+        if self.ov.get(key, ("done",))[0] == "pending-write":
+            self.reused.append(key)
+        self.written.append(data.raw[:n])
+        if self.first_key is None:
+            self.first_key = key
+            self.ov[key] = ("pending-write", n)
+            return self._fail(win32.ERROR_IO_PENDING)
+        self.ov[key] = ("done", n)
+        return True
+
+    def GetOverlappedResult(self, h, ov, got, wait):
+        key = ctypes.addressof(ov)
+        if key == self.first_key and self.ov[key][0] == "pending-write":
+            if key in self.reused:
+                return self._fail(win32.ERROR_INVALID_PARAMETER)  # would never complete
+            self.first_waiting.set()
+            assert self.gate.wait(30), "the test never opened the gate"
+        return super().GetOverlappedResult(h, ov, got, wait)
+
+
+def test_two_threads_writing_at_once_each_use_their_own_overlapped():
+    """TAP mode: the writer thread's frame is still in flight while the reader thread
+    writes an ARP reply. Sharing one OVERLAPPED between them corrupts both."""
+    k = GatedWrites()
+    dev, _ = open_tap(k, mode="tap")
+    results = []
+    writer = threading.Thread(target=lambda: results.append(
+        dev.write_batch([memoryview(bytearray(b"\x45" * 40))], [40])))
+    writer.start()
+    try:
+        assert k.first_waiting.wait(30)
+        assert dev.write_batch([memoryview(bytearray(b"\x08" * 42))], [42]) == 0  # "reader"
+    finally:
+        k.gate.set()
+        writer.join(30)
+    assert results == [0] and k.reused == []
+    assert sorted(len(w) for w in k.written) == [40, 42]
+    events = {w.ov.hEvent for w in dev._writes.values()}
+    assert len(events) == 2
+    dev.close()
+    assert events <= set(k.closed)
+
+
+class RefusingReads(FakeKernel32):
+    """tap-windows6 while the adapter is not ready: every read completes at once with
+    STATUS_CANCELLED (ERROR_OPERATION_ABORTED)."""
+
+    refusing = True
+
+    def ReadFile(self, h, buf, n, got, ov):
+        if self.refusing:
+            self.calls.append(("ReadFile", n))
+            return self._fail(win32.ERROR_OPERATION_ABORTED)
+        return super().ReadFile(h, buf, n, got, ov)
+
+
+def test_reads_refused_by_a_not_ready_adapter_back_off_and_say_why(monkeypatch, caplog):
+    dev, k = open_tap(RefusingReads())
+    slept = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    with caplog.at_level(logging.INFO, logger="engine"):
+        for _ in range(3):
+            assert dev.read_batch(bufs(4), [0] * 4) == 0
+            dev.wait(0.25)
+        assert slept == [0.25, 0.25, 0.25]     # a wait, not a spin, per refused read
+        refusals = [r for r in caplog.records if "refuses reads" in r.message]
+        assert len(refusals) == 1 and "not ready" in refusals[0].message
+        assert "WinError 995" in refusals[0].message and refusals[0].levelname == "WARNING"
+        k.refusing = False                     # the adapter comes up
+        k.deliver(b"\x45" * 20)
+        assert dev.read_batch(bufs(1), [0]) == 1
+    assert "mirror0 accepts reads again" in caplog.text
+
+
+# ---- the adapter's IPv4 address (Build 4) ---------------------------------------------
+class FakeIphlpapi:
+    """GetUnicastIpAddressTable over a real netioapi.h table in ctypes memory."""
+
+    def __init__(self, rows, luid=0x77):
+        self.rows, self.luid, self.freed, self.guids = rows, luid, [], []
+
+    def ConvertInterfaceGuidToLuid(self, pguid, pluid):
+        self.guids.append(bytes(pguid._obj))
+        pluid._obj.value = self.luid
+        return 0
+
+    def GetUnicastIpAddressTable(self, family, ptable):
+        assert family == win32.AF_INET
+        size = win32.MIB_UNICASTIPADDRESS_TABLE.Table.offset + \
+            ctypes.sizeof(win32.MIB_UNICASTIPADDRESS_ROW) * max(1, len(self.rows))
+        self.buf = ctypes.create_string_buffer(size)
+        table = win32.MIB_UNICASTIPADDRESS_TABLE.from_buffer(self.buf)
+        table.NumEntries = len(self.rows)
+        rows = (win32.MIB_UNICASTIPADDRESS_ROW * len(self.rows)).from_address(
+            ctypes.addressof(table.Table))
+        for row, (text, origin, luid) in zip(rows, self.rows):
+            iface = ipaddress.IPv4Interface(text)
+            row.Address.Ipv4.sin_family = win32.AF_INET
+            row.Address.Ipv4.sin_addr[:] = iface.ip.packed
+            row.OnLinkPrefixLength = iface.network.prefixlen
+            row.PrefixOrigin, row.InterfaceLuid = origin, luid
+        ptable._obj.contents = table
+        return 0
+
+    def FreeMibTable(self, table):
+        self.freed.append(table)
+
+
+def test_the_adapters_ipv4_addresses_come_from_its_luid_rows():
+    from engine.tun import win_address
+    ip = FakeIphlpapi([("198.18.0.1/24", 1, 0x77), ("192.0.2.9/24", 3, 0x99),
+                       ("169.254.7.7/16", 3, 0x77)])
+    assert win_address.ipv4_addresses(ip, GUID_A) == [
+        (ipaddress.IPv4Interface("198.18.0.1/24"), False),
+        (ipaddress.IPv4Interface("169.254.7.7/16"), True)]
+    assert ip.guids == [__import__("uuid").UUID(GUID_A).bytes_le] and len(ip.freed) == 1
+    assert win32.MIB_UNICASTIPADDRESS_TABLE.Table.offset == 8
+
+
+@pytest.mark.parametrize("rows,says", [
+    ([("198.18.0.1/24", 1, 0x77)], None),
+    ([], "mirror0 has no IPv4 address; the mirror needs 198.18.0.1/24 there"),
+    ([("169.254.7.7/16", 3, 0x77)], "mirror0 has 169.254.7.7/16 (APIPA: it waits for a DHCP "
+                                    "server that is not there)"),
+    ([("192.0.2.9/24", 3, 0x77)], "mirror0 takes 192.0.2.9/24 from DHCP"),
+    ([("198.18.0.2/24", 1, 0x77)], "mirror0 has 198.18.0.2/24; the mirror needs 198.18.0.1/24"),
+])
+def test_opening_says_when_the_adapter_lacks_the_mirrors_address(rows, says, caplog):
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        tw.open(Config(address=ipaddress.IPv4Interface("198.18.0.1/24")),
+                kernel32=FakeKernel32(), registry=registry(("0001", "tap0901", GUID_A, "mirror0")),
+                iphlpapi=FakeIphlpapi(rows))
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    if says is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith(says), warnings
+        assert "tools/provision.ps1 -Action Configure" in warnings[0]
+
+
+def test_the_tap_device_has_the_reader_use_its_wait():
+    dev, k = open_tap()
+    assert dev.waitable() is None   # wait() posts the read and backs off when refused
+    dev.close()
+    with pytest.raises(ValueError, match="closed"):
+        dev.waitable()

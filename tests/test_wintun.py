@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import pickle
 import re
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 
 from engine.config import Config
 from engine.tun import TunError, win32, wintun as wt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---- ring capacity -----------------------------------------------------------------
@@ -133,8 +136,9 @@ def test_create_adapter_takes_three_arguments():
 
 
 # ---- loading -----------------------------------------------------------------------
-def test_missing_dll_path_is_a_clear_error():
-    with pytest.raises(TunError, match="needs the path of wintun.dll"):
+def test_missing_dll_path_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(wt, "dll_candidates", lambda: [str(tmp_path / "a" / "wintun.dll")])
+    with pytest.raises(TunError, match=r"no wintun.dll in .*a; pass --wintun-dll PATH"):
         wt.load(None)
     with pytest.raises(TunError, match="not found at"):
         wt.load("/nonexistent/wintun.dll")
@@ -146,6 +150,29 @@ def test_loading_elsewhere_than_windows_is_a_tun_error(tmp_path):
     dll.write_bytes(b"MZ")
     with pytest.raises(TunError, match="cannot load"):
         wt.load(str(dll))
+
+
+def test_wintun_dll_is_found_beside_python_before_anywhere_else(monkeypatch, tmp_path):
+    """Build 4: a user who copied wintun.dll next to python.exe (or into the package, or
+    installed pytun-pmd3) needs no --wintun-dll."""
+    bin_dir = tmp_path / "Python312"
+    bin_dir.mkdir()
+    monkeypatch.setattr(wt.sys, "executable", str(bin_dir / "python.exe"))
+    candidates = wt.dll_candidates()
+    assert candidates[0] == str(bin_dir / "wintun.dll")
+    assert os.path.join(ROOT, "engine", "wintun.dll") in candidates
+    (bin_dir / "wintun.dll").write_bytes(b"MZ")
+    loaded = []
+    monkeypatch.setattr(win32, "load_path", lambda path, table: loaded.append(path) or "api")
+    assert wt.load(None) == "api" and loaded == [str(bin_dir / "wintun.dll")]
+
+
+@pytest.mark.parametrize("bits,machine,arch", [(8, "AMD64", "amd64"), (4, "AMD64", "x86"),
+                                               (8, "ARM64", "arm64"), (4, "ARM", "arm")])
+def test_the_dll_architecture_is_this_pythons(monkeypatch, bits, machine, arch):
+    monkeypatch.setattr(wt.struct, "calcsize", lambda fmt: bits)
+    monkeypatch.setattr(wt.host, "machine", lambda: machine)
+    assert wt.python_arch() == arch
 
 
 # ---- the session over a fake DLL ---------------------------------------------------
@@ -395,3 +422,11 @@ def test_unicast_row_layout():
     assert (row.InterfaceLuid.offset, row.OnLinkPrefixLength.offset, row.DadState.offset,
             row.CreationTimeStamp.offset) == (32, 60, 64, 72)
     assert ctypes.sizeof(win32.SOCKADDR_INET) == 28
+
+
+def test_the_wintun_session_offers_its_read_wait_event():
+    dev = open_wintun()[0]
+    assert dev.waitable() == 0xE7
+    dev.close()
+    with pytest.raises(ValueError, match="closed"):
+        dev.waitable()

@@ -5,13 +5,18 @@
 .DESCRIPTION
     Thin on purpose: the commands come from $Templates, a copy of TEMPLATES in
     provisioning/windows.py (tests/test_provision_ps1.py fails if they differ), filled
-    from one plan: adapter name, driver (tap0901 or tap0801), IPv4 address/prefix,
-    optional IPv6 address/prefix, MTU. `python -m provisioning plan --os windows`
+    from one plan: adapter name, driver (tap0901 or tap0801), the engine's mode (tun, or
+    tap for Ethernet frames), IPv4 address/prefix, optional IPv6 address/prefix, MTU. `python -m provisioning plan --os windows`
     prints the same commands for the same plan.
 
     The IPv4 address set here must be the address the engine passes to the driver in
     CONFIG_TUN (python -m engine --address, default 10.3.0.1/24): the driver answers ARP
     only for requests from that address.
+
+    Installing prefers OpenVPN's tapctl (2.5+: tapctl create --hwid root\tap0901 --name
+    NAME) and falls back to devcon/tapinstall where tapctl is not found, and for tap0801.
+    Configure also adds an inbound firewall rule for the mirror prefixes: a mirrored echo
+    request arrives as inbound traffic on an unidentified (public) network.
 
     Wintun needs no provisioning: the engine creates that adapter itself.
 
@@ -38,6 +43,10 @@ param(
     [string] $Name = 'mirror0',
 
     [Parameter(ParameterSetName = 'Fields')]
+    [ValidateSet('tun', 'tap')]
+    [string] $Mode = 'tun',
+
+    [Parameter(ParameterSetName = 'Fields')]
     [string] $Address = '10.3.0.1/24',
 
     [Parameter(ParameterSetName = 'Fields')]
@@ -48,7 +57,9 @@ param(
 
     [string] $InfPath = '',
 
-    [string] $DevconPath = 'devcon.exe'
+    [string] $DevconPath = 'devcon.exe',
+
+    [string] $TapctlPath = 'tapctl.exe'
 )
 
 Set-StrictMode -Version Latest
@@ -56,14 +67,22 @@ $ErrorActionPreference = 'Stop'
 
 # Keep identical to TEMPLATES in provisioning/windows.py (the test compares them).
 $Templates = @{
+    'tapctl'   = @('{Tapctl}', 'create', '--hwid', 'root\tap0901', '--name', '{Name}')
     'install'  = @('{Devcon}', 'install', '{Inf}', '{HwId}')
+    'tapctl_remove' = @('{Tapctl}', 'delete', '{Name}')
     'remove'   = @('{Devcon}', 'remove', '@{InstanceId}')
     'address'  = @('netsh', 'interface', 'ipv4', 'set', 'address', 'name={Name}', 'source=static', 'address={Address}', 'mask={Mask}')
     'mtu'      = @('netsh', 'interface', 'ipv4', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
-    'address6' = @('netsh', 'interface', 'ipv6', 'set', 'address', 'interface={Name}', 'address={Address6}/128', 'store=persistent')
+    'address6' = @('netsh', 'interface', 'ipv6', 'set', 'address', 'interface={Name}', 'address={Address6}/{Prefix6}', 'store=persistent')
     'route6'   = @('netsh', 'interface', 'ipv6', 'add', 'route', 'prefix={Network6}', 'interface={Name}', 'nexthop=fe80::8', 'store=persistent')
     'mtu6'     = @('netsh', 'interface', 'ipv6', 'set', 'subinterface', '{Name}', 'mtu={Mtu}', 'store=persistent')
+    'firewall' = @('netsh', 'advfirewall', 'firewall', 'add', 'rule', 'name={Rule}', 'dir=in', 'action=allow', 'remoteip={Remote}', 'profile=any')
+    'unfirewall' = @('netsh', 'advfirewall', 'firewall', 'delete', 'rule', 'name={Rule}')
+    'engine'   = @('python', '-m', 'engine', '--driver', '{Engine}', '--mode', '{Mode}', '--device', '{Name}', '--address', '{Interface}')
+    'engine6'  = @('--address6', '{Interface6}')
 }
+# devcon.h EXIT_REBOOT: the step worked and a reboot finishes it (REBOOT_EXIT_CODES in Python)
+$RebootExitCodes = @{ 'install' = 1; 'remove' = 1 }
 $DefaultInf = @{ 'tap0901' = 'OemVista.inf'; 'tap0801' = 'OemWin2k.inf' }
 $TapHardwareIds = @('tap0801', 'tap0901', 'root\tap0901')   # what the engine looks for
 
@@ -101,9 +120,10 @@ function Read-PlanFields {
             if (-not $fields.ContainsKey($required)) { throw "plan ${Plan}: missing field '$required'" }
         }
         if (-not $fields.ContainsKey('address6') -or $null -eq $fields['address6']) { $fields['address6'] = '' }
+        if (-not $fields.ContainsKey('mode')) { $fields['mode'] = 'tun' }
         return $fields
     }
-    @{ name = $Name; driver = $Driver; address = $Address; address6 = $Address6; mtu = $Mtu }
+    @{ name = $Name; driver = $Driver; mode = $Mode; address = $Address; address6 = $Address6; mtu = $Mtu }
 }
 
 function Resolve-Plan {
@@ -112,15 +132,21 @@ function Resolve-Plan {
     if ($f.driver -eq 'wintun') { throw "wintun needs no provisioning: the engine creates the adapter (python -m engine --driver wintun)" }
     if ($f.driver -notin @('tap0901', 'tap0801')) { throw "driver '$($f.driver)': tap0901 or tap0801" }
     if ($f.name -cnotmatch '^[A-Za-z0-9._-]{1,15}$') { throw "name '$($f.name)': 1 to 15 letters, digits, '.', '_' or '-'" }
+    if ($f.mode -notin @('tun', 'tap')) { throw "mode '$($f.mode)': tun or tap" }
     $v4 = Split-Interface $f.address 'InterNetwork' 'address'
-    $script:EngineAddress = $f.address   # the engine's --address: CONFIG_TUN's local address
     $low = 576
     $values = @{
-        Name = $f.name; HwId = $f.driver; Devcon = $DevconPath; Inf = $InfPath
+        Name = $f.name; HwId = $f.driver; Devcon = $DevconPath; Inf = $InfPath; Tapctl = $TapctlPath
+        Rule = "ip-mirror-$($f.name)"; Remote = ''
         Address = $v4.Ip.ToString(); Mask = (Get-PrefixBytes 4 $v4.Prefix) -join '.'
-        Mtu = [string] $f.mtu; Address6 = ''; Network6 = ''
+        Mtu = [string] $f.mtu; Address6 = ''; Network6 = ''; Prefix6 = ''
+        Mode = $f.mode; Interface = $f.address; Interface6 = ''; Engine = 'tap-windows'
     }
     if (-not $values.Inf) { $values.Inf = $DefaultInf[$f.driver] }
+    $net4 = [byte[]] $v4.Ip.GetAddressBytes()
+    $mask4 = @(Get-PrefixBytes 4 $v4.Prefix)
+    foreach ($i in 0..3) { $net4[$i] = $net4[$i] -band $mask4[$i] }
+    $values.Remote = '{0}/{1}' -f ([System.Net.IPAddress]::new($net4)).ToString(), $v4.Prefix
     if ($f.address6) {
         if ($f.driver -eq 'tap0801') { throw "address6: tap0801 passes no IPv6 in TUN mode" }
         $v6 = Split-Interface $f.address6 'InterNetworkV6' 'address6'
@@ -129,6 +155,11 @@ function Resolve-Plan {
         foreach ($i in 0..15) { $net[$i] = $net[$i] -band $mask[$i] }
         $values.Address6 = $v6.Ip.ToString()
         $values.Network6 = '{0}/{1}' -f ([System.Net.IPAddress]::new($net)).ToString(), $v6.Prefix
+        # TUN mode: /128 and a route via fe80::8 (OpenVPN); TAP mode: the real, on-link prefix
+        $values.Prefix6 = '128'
+        if ($f.mode -eq 'tap') { $values.Prefix6 = [string] $v6.Prefix }
+        $values.Interface6 = $f.address6
+        $values.Remote = '{0},{1}' -f $values.Remote, $values.Network6
         $low = 1280
     }
     if ([int] $f.mtu -lt $low -or [int] $f.mtu -gt 1500) { throw "mtu $($f.mtu): from $low to 1500" }
@@ -149,7 +180,11 @@ function Invoke-Step([string] $Step, [hashtable] $Values) {
         $rest = @()
         if ($argv.Count -gt 1) { $rest = $argv[1..($argv.Count - 1)] }
         & $argv[0] @rest
-        if ($LASTEXITCODE -ne 0) { throw "'$line' failed with exit code $LASTEXITCODE" }
+        if ($RebootExitCodes.ContainsKey($Step) -and $LASTEXITCODE -eq $RebootExitCodes[$Step]) {
+            Write-Warning "'$line' succeeded; Windows needs a reboot to finish it"
+        } elseif ($LASTEXITCODE -ne 0) {
+            throw "'$line' failed with exit code $LASTEXITCODE"
+        }
     }
 }
 
@@ -167,6 +202,11 @@ function Get-TapAdapter {
         Where-Object { $TapHardwareIds -contains ([string] $_.ComponentID).ToLowerInvariant() })
 }
 
+function Test-Tapctl([hashtable] $Values) {
+    # tapctl installs tap0901 only (root\tap0901); elsewhere devcon/tapinstall does it.
+    $Values.HwId -eq 'tap0901' -and [bool] (Get-Command $Values.Tapctl -ErrorAction SilentlyContinue)
+}
+
 function Find-PlanAdapter([hashtable] $Values) {
     $found = @(Get-TapAdapter | Where-Object { $_.Name -eq $Values.Name })
     if ($found.Count -eq 0) {
@@ -181,6 +221,10 @@ function Install-Adapter([hashtable] $Values) {
     $adapter = Find-PlanAdapter $Values
     if ($adapter) {
         Write-Host "Adapter '$($Values.Name)' exists ($($adapter.ComponentID)); not installing another."
+        return
+    }
+    if (Test-Tapctl $Values) {
+        Invoke-Step 'tapctl' $Values   # creates the adapter under its name: nothing to rename
         return
     }
     $before = @(Get-TapAdapter | ForEach-Object { $_.InterfaceGuid })
@@ -204,9 +248,14 @@ function Set-AdapterConfig([hashtable] $Values) {
     foreach ($step in 'address', 'mtu') { Invoke-Step $step $Values }
     if ($Values.Address6) {
         Invoke-Step 'address6' $Values
-        $route = Get-NetRoute -DestinationPrefix $Values.Network6 -InterfaceAlias $Values.Name -ErrorAction SilentlyContinue
-        if (-not $route) { Invoke-Step 'route6' $Values }
+        if ($Values.Mode -ne 'tap') {   # TAP mode: the prefix is on-link, the engine answers NS
+            $route = Get-NetRoute -DestinationPrefix $Values.Network6 -InterfaceAlias $Values.Name -ErrorAction SilentlyContinue
+            if (-not $route) { Invoke-Step 'route6' $Values }
+        }
         Invoke-Step 'mtu6' $Values
+    }
+    if (-not (Get-NetFirewallRule -DisplayName $Values.Rule -ErrorAction SilentlyContinue)) {
+        Invoke-Step 'firewall' $Values
     }
 }
 
@@ -216,12 +265,19 @@ function Remove-Adapter([hashtable] $Values) {
         Write-Host "No TAP-Windows adapter named '$($Values.Name)'; nothing to remove."
         return
     }
-    $Values.InstanceId = $adapter.PnPDeviceID
-    Invoke-Step 'remove' $Values
+    if (Test-Tapctl $Values) {
+        Invoke-Step 'tapctl_remove' $Values
+    } else {
+        $Values.InstanceId = $adapter.PnPDeviceID
+        Invoke-Step 'remove' $Values
+    }
+    if (Get-NetFirewallRule -DisplayName $Values.Rule -ErrorAction SilentlyContinue) {
+        Invoke-Step 'unfirewall' $Values
+    }
 }
 
 function Show-Adapter([hashtable] $Values) {
-    $all = Get-TapAdapter
+    $all = @(Get-TapAdapter)   # @(): 0 or 1 adapters are no array, and StrictMode has no .Count then
     if ($all.Count -eq 0) { Write-Host 'No TAP-Windows adapter is installed.' }
     foreach ($a in $all) {
         $ips = @(Get-NetIPAddress -InterfaceAlias $a.Name -ErrorAction SilentlyContinue |
@@ -231,7 +287,17 @@ function Show-Adapter([hashtable] $Values) {
     $adapter = Find-PlanAdapter $Values
     if ($adapter) {
         Write-Host "The engine will open adapter '$($adapter.Name)', GUID $($adapter.InterfaceGuid): \\.\Global\$($adapter.InterfaceGuid).tap"
-        Write-Host "Start it with: python -m engine --device $($Values.Name) --address $script:EngineAddress"
+        # The driver answers ARP only for requests from the engine's --address; an adapter
+        # left to DHCP has an APIPA (169.254/16) or another network's address instead.
+        $have = @(Get-NetIPAddress -InterfaceAlias $Values.Name -AddressFamily IPv4 -ErrorAction SilentlyContinue)
+        if (-not @($have | Where-Object { "$($_.IPAddress)/$($_.PrefixLength)" -eq $Values.Interface })) {
+            $shown = @($have | ForEach-Object { "$($_.IPAddress)/$($_.PrefixLength) ($($_.PrefixOrigin))" }) -join ', '
+            if (-not $shown) { $shown = 'no IPv4 address' }
+            Write-Warning "adapter '$($Values.Name)' has $shown, not $($Values.Interface): run -Action Configure"
+        }
+        $start = @(Expand-Template 'engine' $Values)
+        if ($Values.Address6) { $start += @(Expand-Template 'engine6' $Values) }
+        Write-Host "Start it with: $($start -join ' ')"
     }
 }
 

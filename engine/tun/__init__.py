@@ -15,6 +15,10 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   LINUX.md §1), then the IP packet (TUN mode).
 - `fileno()` is a descriptor that polls readable when frames wait (POSIX), or -1 when the
   device has none; then `wait(timeout)` blocks until frames may be waiting.
+- `waitable()` is what the platform's wake-up waits on together with its own
+  (engine/platform): the descriptor on POSIX, an event HANDLE on Windows that is
+  signalled when frames may be waiting (Wintun's read-wait event), or None (then the
+  reader uses `wait`: the memory device, TAP-Windows).
 - `close()` is idempotent and invalidates the handle: a closed device raises, never
   touches a reused descriptor number (trio's _FdHolder).
 - `lossless` (optional, default False): frames wait in the device until read (a pcap
@@ -27,7 +31,7 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, MutableSequence, Protocol, Sequence
+from typing import TYPE_CHECKING, MutableSequence, Optional, Protocol, Sequence
 
 from ..errors import EngineError
 
@@ -49,16 +53,14 @@ class Device(Protocol):
     def read_batch(self, bufs: Sequence[memoryview], lengths: MutableSequence[int]) -> int: ...
     def write_batch(self, bufs: Sequence[memoryview], lengths: Sequence[int]) -> int: ...
     def fileno(self) -> int: ...
+    def waitable(self) -> Optional[int]: ...
     def wait(self, timeout: float) -> None: ...
     def close(self) -> None: ...
 
 
 def open_device(cfg: "Config") -> Device:
     """Open (or create) the device the config names, with the backend for this platform."""
-    driver = cfg.driver
-    if driver == "auto":
-        driver = "linux" if sys.platform.startswith("linux") else (
-            "tap-windows" if sys.platform == "win32" else "")
+    driver = cfg.resolved_driver
     if driver == "memory":
         from . import memory
         return memory.open(cfg)
@@ -71,4 +73,4 @@ def open_device(cfg: "Config") -> Device:
     if driver == "wintun":
         from . import wintun
         return wintun.open(cfg)
-    raise TunError(f"no device backend for platform {sys.platform!r}")
+    raise TunError(f"no device backend for this platform ({sys.platform}): pass --driver memory")

@@ -86,6 +86,9 @@ class LinuxTun:
             raise ValueError("device is closed")
         return self._fd
 
+    def waitable(self) -> int:
+        return self.fileno()
+
     def wait(self, timeout: float) -> None:
         select.select([self.fileno()], [], [], timeout)
 

@@ -90,6 +90,9 @@ class MemoryDevice:
     def fileno(self) -> int:
         return -1
 
+    def waitable(self) -> None:
+        return None  # frames are always ready until the replay ends
+
     def wait(self, timeout: float) -> None:
         time.sleep(timeout)
 
@@ -177,6 +180,7 @@ def open(cfg) -> MemoryDevice:  # noqa: A001 - every backend's constructor is `o
             f.write(pcap.header())
     dev = MemoryDevice(cfg.replay, cfg.replay_loops, cfg.sink, name=cfg.device,
                        mtu=cfg.mtu, vnet_hdr_len=cfg.vnet_hdr_len)
+    dev.io_threads = cfg.io_threads
     if cfg.replay and not cfg.replay_hold:
         dev.frames_total = count * cfg.replay_loops
     return dev

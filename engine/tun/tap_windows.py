@@ -10,14 +10,15 @@ Opening, in order:
     than 8.2, which lacks CONFIG_TUN (then only one peer address is mirrored);
  5. SET_MEDIA_STATUS(connected).
 
-Why reader and writer are two threads of one process (`io_threads = True`): the driver
+Why reader and writer are two threads of the supervisor (`io_threads = True`): the driver
 admits a single open handle, and stopping must cancel the reader's pending overlapped read,
 which CancelIoEx can do only from the process that issued it. Two threads keep the one
-handle, its cancellation and its cleanup in one place, each thread with its own OVERLAPPED
-and event. Handing the handle to other processes with DuplicateHandle would bypass the
-exclusive-open check only by inference (WINDOWS.md §6.2), never verified on Windows. The
-device still pickles (through DuplicateHandle) so the supervisor can open it once and pass
-it to the single I/O process it starts.
+handle, its cancellation and its cleanup in one place, and no other process ever holds the
+handle (the workers get no device), so no orphan can keep the adapter "already open". Each
+thread that writes has its own write OVERLAPPED and event (in TAP mode the reader writes
+ARP and neighbour replies while the writer writes frames; an OVERLAPPED must not serve two
+pending calls). The device still pickles, through DuplicateHandle, for a caller that
+wants it in another process; the engine does not.
 
 Why reads land in a private buffer first: `read_batch` must never block, but an overlapped
 read cannot be abandoned once issued. A read left pending in a caller's slot would let the
@@ -26,17 +27,25 @@ a buffer the device owns, and each completed frame is copied once into the calle
 (a memcpy of at most the MTU, beside a system call per frame). Writes go straight from the
 caller's buffer and are waited for before `write_batch` returns, since the caller reuses the
 buffer afterwards; the driver completes them at once in practice.
+
+Why a refused read backs off: tap-windows6 completes a read at once with STATUS_CANCELLED
+(ERROR_OPERATION_ABORTED, 995) whenever the adapter is not ready to pass packets (media
+disconnected, not in D0, being closed). Posting reads again would spin a CPU; instead
+`wait` sleeps its timeout, and the first refusal says why in the log.
 """
 from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
 import struct
+import threading
+import time
 from dataclasses import dataclass
 from typing import Iterable, List, MutableSequence, Optional, Protocol, Sequence, Tuple
 
 from . import TunError
-from . import win32
+from . import win32, win_address
 from .win32 import DWORD, OVERLAPPED
 
 # ---- tap-windows.h (tap-windows6) / common.h (TAP-Win32 8.x) -----------------------
@@ -76,8 +85,11 @@ COMPONENT_IDS = ("tap0801", "tap0901", "root\\tap0901")  # OpenVPN tun.c, lower 
 CONFIG_TUN_MIN_VERSION = (8, 2)   # common.h: CONFIG_TUN "Added in 8.2"
 IPV6_TUN_MIN_VERSION = (9, 8)     # OpenVPN tun.c: "does not support IPv6 in TUN mode" below 9.8
 BUGGY_VERSION = (9, 8)            # OpenVPN tun.c: "buggy regarding small IPv4 packets in TUN mode"
+READ_RETRY_S = 0.5               # how often a refused read is retried
 LANDING_SIZE = 0x10000            # > the largest IP packet, so a full landing means nothing
 DEFAULT_ADDRESS = ipaddress.IPv4Interface("10.3.0.1/24")  # the article's network
+
+log = logging.getLogger("engine")
 
 # read results other than a length
 _NOT_A_FRAME = -1   # zero-length or cancelled read
@@ -212,7 +224,9 @@ class TapWindows:
         self.l2_hdr_len = 14 if self.mode == "tap" else 0  # Ethernet header in TAP mode
         self.passes_ipv6 = tuple(version[:2]) >= IPV6_TUN_MIN_VERSION
         self._rov, self._rgot, self._pending = _overlapped(k32), DWORD(), False
-        self._wov, self._wgot, self._writing = _overlapped(k32), DWORD(), False
+        self._refused = False   # the driver refuses reads: the adapter is not ready
+        self._writes = {}       # thread ident -> _Write: one OVERLAPPED per writing thread
+        self._writes_lock = threading.Lock()
         self._landing = bytearray(LANDING_SIZE)
         self._c_landing = (ctypes.c_char * LANDING_SIZE).from_buffer(self._landing)
         self._view = memoryview(self._landing)
@@ -247,6 +261,7 @@ class TapWindows:
                 return self._read_failed(code)
         if self._k.GetOverlappedResult(self._h, self._rov, self._rgot, False):
             self._pending = False
+            self._ready_again()
             return self._rgot.value or _NOT_A_FRAME
         code = self._k.last_error()
         if code == win32.ERROR_IO_INCOMPLETE:
@@ -260,9 +275,23 @@ class TapWindows:
         if not self._k.ReadFile(self._h, self._c_landing, LANDING_SIZE, None, self._rov):
             code = self._k.last_error()
             if code != win32.ERROR_IO_PENDING:
+                if code == win32.ERROR_OPERATION_ABORTED:
+                    self._note_refused()
                 return code
         self._pending = True
         return 0
+
+    def _note_refused(self) -> None:
+        if not self._refused:
+            self._refused = True
+            log.warning("%s refuses reads (WinError 995): the adapter is not ready (media "
+                        "disconnected, disabled, or closing); retrying every %.1f s", self.name,
+                        READ_RETRY_S)
+
+    def _ready_again(self) -> None:
+        if self._refused:
+            self._refused = False
+            log.info("%s accepts reads again", self.name)
 
     def _read_failed(self, code: int) -> int:
         if code == win32.ERROR_MORE_DATA:
@@ -275,7 +304,9 @@ class TapWindows:
         """Block until the pending read completes or `timeout` seconds pass."""
         self._check_open()
         if not self._pending and self._post_read():
-            return  # the failure is reported by the next read_batch
+            if self._refused:  # posting again at once would spin: wait for the adapter
+                time.sleep(min(timeout, READ_RETRY_S))
+            return  # any other failure is reported by the next read_batch
         ms = min(int(timeout * 1000), win32.INFINITE - 1)
         if self._k.WaitForSingleObject(self._rov.hEvent, ms) == win32.WAIT_FAILED:
             raise self._k.fail("WaitForSingleObject")
@@ -289,20 +320,36 @@ class TapWindows:
         return refused
 
     def _write(self, buf, n: int) -> bool:
-        k, data = self._k, win32.c_buffer(buf)
-        self._writing = True
-        if not k.WriteFile(self._h, data, n, None, self._wov):
+        k, data, w = self._k, win32.c_buffer(buf), self._own_write()
+        w.busy = True
+        if not k.WriteFile(self._h, data, n, None, w.ov):
             if k.last_error() != win32.ERROR_IO_PENDING:
-                self._writing = False
+                w.busy = False
                 return False
         # Wait even when pending: the caller reuses the buffer as soon as we return.
-        ok = k.GetOverlappedResult(self._h, self._wov, self._wgot, True)
-        self._writing = False
+        ok = k.GetOverlappedResult(self._h, w.ov, w.got, True)
+        w.busy = False
         return bool(ok)
+
+    def _own_write(self) -> "_Write":
+        """This thread's write OVERLAPPED, made on its first write."""
+        me = threading.get_ident()
+        w = self._writes.get(me)
+        if w is None:
+            with self._writes_lock:
+                w = self._writes[me] = _Write(_overlapped(self._k))
+        return w
 
     # -- either --
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
+
+    def waitable(self) -> None:
+        """None: the reader uses wait(). The read OVERLAPPED's event means something only
+        while a read is in flight, and while the driver refuses reads (error 995) none
+        is; wait() then backs off instead, which a wait on the event could not."""
+        self._check_open()
+        return None
 
     def close(self) -> None:
         """Cancel this process's I/O on the handle, wait until the kernel has let go of the
@@ -313,18 +360,30 @@ class TapWindows:
             return
         k = self._k
         k.CancelIoEx(h, None)  # ERROR_NOT_FOUND when nothing was in flight: fine
+        with self._writes_lock:
+            writes, self._writes = list(self._writes.values()), {}
         for busy, ov, got in ((self._pending, self._rov, self._rgot),
-                              (self._writing, self._wov, self._wgot)):
+                              *((w.busy, w.ov, w.got) for w in writes)):
             if busy:
                 k.GetOverlappedResult(h, ov, got, True)
-        self._pending = self._writing = False
+        self._pending = False
         k.CloseHandle(self._rov.hEvent)
-        k.CloseHandle(self._wov.hEvent)
+        for w in writes:
+            k.CloseHandle(w.ov.hEvent)
         self._handle.close()
 
     def _check_open(self) -> None:
         if self._h is None:
             raise ValueError("device is closed")
+
+
+class _Write:
+    """One thread's write OVERLAPPED, its byte count, and whether a write is in flight."""
+
+    __slots__ = ("ov", "got", "busy")
+
+    def __init__(self, ov: OVERLAPPED) -> None:
+        self.ov, self.got, self.busy = ov, DWORD(), False
 
 
 def _overlapped(k32: win32.Api) -> OVERLAPPED:
@@ -389,7 +448,7 @@ _OPEN_HINTS = {
 
 
 def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend constructor
-         registry: Optional[Registry] = None) -> TapWindows:
+         registry: Optional[Registry] = None, iphlpapi: Optional[win32.Api] = None) -> TapWindows:
     """Find, open and configure the TAP-Windows adapter named cfg.device."""
     k32 = kernel32 or win32.kernel32()
     try:
@@ -423,7 +482,22 @@ def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend c
     except BaseException:
         owned.close()
         raise
+    _check_address(adapter, iface, iphlpapi)
     return TapWindows(k32, owned, adapter.name or adapter.guid, mtu, adapter.guid, version, mode)
+
+
+def _check_address(adapter: Adapter, iface: ipaddress.IPv4Interface,
+                   iphlp: Optional[win32.Api]) -> None:
+    """Warn when the adapter lacks the mirror's IPv4 address (engine/tun/win_address.py);
+    advice only, so a failure to look is logged and the engine goes on."""
+    try:
+        have = win_address.ipv4_addresses(iphlp or win32.iphlpapi(), adapter.guid)
+    except OSError as e:
+        log.debug("cannot read the addresses of %s: %s", adapter.name or adapter.guid, e)
+        return
+    text = win_address.problem(adapter.name or adapter.guid, iface, have)
+    if text:
+        log.warning("%s", text)
 
 
 def _check_version(version: Tuple[int, int, int], cfg) -> None:

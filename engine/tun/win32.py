@@ -149,6 +149,32 @@ class MIB_UNICASTIPADDRESS_ROW(ctypes.Structure):
                 ("ScopeId", ULONG), ("CreationTimeStamp", ctypes.c_int64)]
 
 
+class JOBOBJECT_BASIC_LIMIT_INFORMATION(ctypes.Structure):
+    """winnt.h; 64 bytes on 64-bit Windows."""
+    _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64),
+                ("PerJobUserTimeLimit", ctypes.c_int64),
+                ("LimitFlags", DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", DWORD),
+                ("Affinity", ULONG_PTR), ("PriorityClass", DWORD), ("SchedulingClass", DWORD)]
+
+
+class IO_COUNTERS(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+        "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+
+class JOBOBJECT_EXTENDED_LIMIT_INFORMATION(ctypes.Structure):
+    """winnt.h; 144 bytes on 64-bit Windows."""
+    _fields_ = [("BasicLimitInformation", JOBOBJECT_BASIC_LIMIT_INFORMATION),
+                ("IoInfo", IO_COUNTERS), ("ProcessMemoryLimit", ctypes.c_size_t),
+                ("JobMemoryLimit", ctypes.c_size_t), ("PeakProcessMemoryUsed", ctypes.c_size_t),
+                ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+
+JobObjectExtendedLimitInformation = 9       # winnt.h JOBOBJECTINFOCLASS
+JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000  # winnt.h
+
 AF_INET = 2       # ws2def.h
 AF_INET6 = 23     # ws2def.h (not Linux's 10)
 IP_DAD_STATE_PREFERRED = 4  # nldef.h NL_DAD_STATE IpDadStatePreferred
@@ -172,11 +198,26 @@ KERNEL32: Dict[str, Signature] = {
     "SetEvent": (BOOL, (HANDLE,)),
     "ResetEvent": (BOOL, (HANDLE,)),
     "WaitForSingleObject": (DWORD, (HANDLE, DWORD)),
+    "WaitForMultipleObjects": (DWORD, (DWORD, ctypes.POINTER(HANDLE), BOOL, DWORD)),
+    "CreateJobObjectW": (HANDLE, (LPVOID, LPCWSTR)),
+    "SetInformationJobObject": (BOOL, (HANDLE, ctypes.c_int32, LPVOID, DWORD)),
+    "AssignProcessToJobObject": (BOOL, (HANDLE, HANDLE)),
 }
+
+class MIB_UNICASTIPADDRESS_TABLE(ctypes.Structure):
+    """netioapi.h: NumEntries, then the rows (8-aligned); Table[1] stands for ANY_SIZE."""
+    _fields_ = [("NumEntries", ULONG), ("Table", MIB_UNICASTIPADDRESS_ROW * 1)]
+
+
+PMIB_UNICASTIPADDRESS_TABLE = ctypes.POINTER(MIB_UNICASTIPADDRESS_TABLE)
+IP_PREFIX_ORIGIN_DHCP = 3   # nldef.h NL_PREFIX_ORIGIN IpPrefixOriginDhcp
 
 IPHLPAPI: Dict[str, Signature] = {
     "InitializeUnicastIpAddressEntry": (None, (PMIB_UNICASTIPADDRESS_ROW,)),
     "CreateUnicastIpAddressEntry": (DWORD, (PMIB_UNICASTIPADDRESS_ROW,)),  # NETIO_STATUS
+    "GetUnicastIpAddressTable": (DWORD, (USHORT, ctypes.POINTER(PMIB_UNICASTIPADDRESS_TABLE))),
+    "FreeMibTable": (None, (LPVOID,)),
+    "ConvertInterfaceGuidToLuid": (DWORD, (ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64))),
 }
 
 # wintun.h (WireGuard/wintun api/wintun.h): adapter and session handles are opaque pointers.

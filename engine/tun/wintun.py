@@ -1,9 +1,10 @@
 """Wintun backend: WireGuard's layer-3 driver through wintun.dll (WINDOWS.md §4, §6).
 
-`open(cfg)` loads the DLL from `cfg.wintun_dll`, opens the adapter named `cfg.device` or
-creates it (then it disappears when we close it), starts a session, and gives the adapter
-its addresses through iphlpapi (CreateUnicastIpAddressEntry, as Wintun's example.c does)
-and its MTU through netsh. All of it needs an elevated process: the DLL grants access only
+`open(cfg)` loads the DLL from `cfg.wintun_dll`, or else from the first of
+`dll_candidates()` that exists (beside python.exe, beside the engine package, in the
+pytun-pmd3 wheel), opens the adapter named `cfg.device` or creates it (then it disappears
+when we close it), starts a session, and gives the adapter its addresses through iphlpapi
+(CreateUnicastIpAddressEntry, as Wintun's example.c does) and its MTU through netsh. All of it needs an elevated process: the DLL grants access only
 to SYSTEM and Administrators.
 
 A session's rings are mapped into the process that started it, so the reader and writer
@@ -16,10 +17,14 @@ no Ethernet header, no ARP, so there is nothing like TAP-Windows' CONFIG_TUN to 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import ipaddress
 import logging
 import os
+import platform as host
+import struct
 import subprocess
+import sys
 from typing import Callable, MutableSequence, Optional, Sequence
 
 from . import TunError
@@ -94,6 +99,11 @@ class Wintun:
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
 
+    def waitable(self) -> int:
+        """The session's read-wait event: signalled when packets may be waiting."""
+        self._live()
+        return self._event
+
     def wait(self, timeout: float) -> None:
         """Block on the session's read-wait event until packets may be waiting."""
         self._live()
@@ -115,12 +125,38 @@ class Wintun:
         return self._session
 
 
+def python_arch() -> str:
+    """This Python's architecture in Wintun's directory names (amd64, x86, arm64, arm): a
+    DLL must match the process, not the OS (32-bit Python on 64-bit Windows is x86)."""
+    arm = host.machine().lower().startswith(("arm", "aarch"))
+    if struct.calcsize("P") == 8:
+        return "arm64" if arm else "amd64"
+    return "arm" if arm else "x86"
+
+
+def dll_candidates() -> list:
+    """Where wintun.dll is looked for, in order, by absolute path: never the DLL search
+    path, where another program's or another architecture's copy could be first."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # engine/
+    places = [os.path.dirname(os.path.abspath(sys.executable)), here, os.path.dirname(here)]
+    found = [os.path.join(p, "wintun.dll") for p in places]
+    spec = importlib.util.find_spec("pytun_pmd3")
+    if spec and spec.submodule_search_locations:
+        for p in spec.submodule_search_locations:
+            found.append(os.path.join(p, "wintun", "bin", python_arch(), "wintun.dll"))
+    return found
+
+
 def load(path: Optional[str]) -> win32.Api:
-    """wintun.dll from an explicit path: a DLL found on the search path could be another
-    architecture's or another program's copy."""
+    """wintun.dll from `path`, or else from the first of dll_candidates() that exists."""
     if not path:
-        raise TunError("--driver wintun needs the path of wintun.dll (Config.wintun_dll); it "
-                       "ships in the pytun-pmd3 wheel and at wintun.net")
+        candidates = dll_candidates()
+        path = next((c for c in candidates if os.path.isfile(c)), None)
+        if path is None:
+            raise TunError("--driver wintun: no wintun.dll in " + ", ".join(
+                os.path.dirname(c) for c in candidates) + "; pass --wintun-dll PATH (it "
+                "ships in the pytun-pmd3 wheel and at wintun.net)")
+        log.info("using %s", path)
     if not os.path.isfile(path):
         raise TunError(f"wintun.dll not found at {path}")
     try:
