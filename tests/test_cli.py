@@ -95,3 +95,10 @@ def test_stats_bad_arguments_are_one_line(args):
     p = engine("stats", *args)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("python -m engine stats: error:")
+
+
+def test_a_windows_driver_elsewhere_is_one_line():
+    p = engine("--driver", "tap-windows", "--duration", "1")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip() == ("engine: error: --driver tap-windows needs Windows "
+                                "(kernel32.dll: ctypes.WinDLL exists only on Windows)")

@@ -450,7 +450,10 @@ _OPEN_HINTS = {
 def open(cfg, *, kernel32: Optional[win32.Api] = None,  # noqa: A001 - backend constructor
          registry: Optional[Registry] = None, iphlpapi: Optional[win32.Api] = None) -> TapWindows:
     """Find, open and configure the TAP-Windows adapter named cfg.device."""
-    k32 = kernel32 or win32.kernel32()
+    try:
+        k32 = kernel32 or win32.kernel32()
+    except OSError as e:  # not Windows
+        raise TunError(f"--driver tap-windows needs Windows ({e})") from None
     try:
         adapter = select_adapter(find_adapters(registry or WinRegistry()), cfg.device)
     except OSError as e:
