@@ -185,11 +185,40 @@ class Mapped:
         L = self.layout
         return Ring(self._mv[L.free_at:L.free_at + ring_bytes(L.free_capacity)], L.free_capacity)
 
-    def slot_views(self) -> list:
-        """One writable memoryview per slot, made once (no per-packet allocation later)."""
-        flat = memoryview(self.frames.reshape(-1))
-        s = self.layout.slot_size
-        return [flat[i * s:(i + 1) * s] for i in range(self.layout.pool_frames)]
+    def slot_views(self):
+        return slot_views(self.frames)
+
+
+# Up to this many slots, each process holds one memoryview per slot, made once (12 MiB at
+# most), so the hot path indexes a list; a larger pool's views are made when asked, so a
+# process's own memory does not grow with the pool (a 4 GiB pool has 2.8 million slots).
+VIEW_LIST_MAX = 1 << 16
+
+
+def slot_views(frames: np.ndarray):
+    """A writable memoryview of each row of `frames` (a pool slot), by slot number."""
+    flat, s = memoryview(frames.reshape(-1)), frames.shape[1]
+    if frames.shape[0] <= VIEW_LIST_MAX:
+        return [flat[i * s:(i + 1) * s] for i in range(frames.shape[0])]
+    return SlotViews(flat, s, frames.shape[0])
+
+
+class SlotViews:
+    """slot_views of a large pool: each view made when indexed."""
+
+    __slots__ = ("_flat", "_size", "_count")
+
+    def __init__(self, flat: memoryview, size: int, count: int) -> None:
+        self._flat, self._size, self._count = flat, size, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, slot: int) -> memoryview:
+        if not 0 <= slot < self._count:
+            raise IndexError(slot)
+        s = self._size
+        return self._flat[slot * s:(slot + 1) * s]
 
 
 class Segments:

@@ -2,6 +2,7 @@
 agrees with its per-frame read_batch/write_batch: same frames, same truncation, same end
 of replay, same sink output."""
 import numpy as np
+import pytest
 
 from engine import pcap
 from engine.tun.memory import MemoryDevice, MemorySlotIO
@@ -54,3 +55,18 @@ def test_writes_are_counted_or_kept_in_the_sink(tmp_path):
     assert io.exchange([2, 6], [3, 2], []) == (0, [], [], [])
     dev.close()
     assert pcap.read_frames(str(sink)) == [b"\x01\x02\x03", b"\x07\x08"]
+
+
+def test_slot_views_of_a_large_pool_are_made_when_asked():
+    """Past VIEW_LIST_MAX slots no list of views is held: each view is made on indexing,
+    and it is the same memory as the list's would be."""
+    from engine import shm
+    frames = np.zeros((shm.VIEW_LIST_MAX + 1, 16), np.uint8)
+    views = shm.slot_views(frames)
+    assert isinstance(views, shm.SlotViews) and len(views) == shm.VIEW_LIST_MAX + 1
+    views[shm.VIEW_LIST_MAX][:3] = b"abc"
+    assert bytes(frames[shm.VIEW_LIST_MAX, :3]) == b"abc" and not frames[:-1].any()
+    with pytest.raises(IndexError):
+        views[shm.VIEW_LIST_MAX + 1]
+    small = shm.slot_views(frames[:8])
+    assert isinstance(small, list) and len(small) == 8 and len(small[0]) == 16

@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from .. import shm
+
 log = logging.getLogger("engine")
 
 
@@ -58,9 +60,7 @@ class ViewSlotIO:
 
     def __init__(self, device, frames: np.ndarray) -> None:
         self.dev = device
-        flat = memoryview(frames.reshape(-1))
-        s = frames.shape[1]
-        self.views = [flat[i * s:(i + 1) * s] for i in range(frames.shape[0])]
+        self.views = shm.slot_views(frames)
         self._lens = [0] * 1024
 
     def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
