@@ -73,7 +73,7 @@ R_NOT_MIRRORED = DROP_BASE + DROP_REASONS.index("not_mirrored")
 # counter indices used on the reader's per-batch path (a dict lookup each, otherwise)
 I_IN_FRAMES, I_IN_BYTES, I_BATCHES = F["in_frames"], F["in_bytes"], F["batches"]
 I_INLINE_FRAMES, I_INLINE_BYTES, I_JOURNAL = F["inline_frames"], F["inline_bytes"], F["journal"]
-I_SLEEPS = F["sleeps"]
+I_SLEEPS, I_DROP_BYTES = F["sleeps"], F["drop_bytes"]
 I_OUT_FRAMES, I_OUT_BYTES, I_RING_HWM = F["out_frames"], F["out_bytes"], F["ring_hwm"]
 
 
@@ -355,7 +355,7 @@ class _Reader:
             self.dispatch([slot], [n], True)
             return 1
         c, ctl, stack, io, rule = self.cnt.c, self.m.ctl, self.stack, self.io, self.ctx.rule
-        seq = self.journal(1)
+        seq = self.journal(1, n)
         taken = nbytes = 0
         burst = BIG_BURST if self.big else LONE_BURST
         while True:
@@ -363,15 +363,19 @@ class _Reader:
             nbytes += n
             if n >= self.slot_size:   # a later frame truncated by its read
                 c[R_TOO_BIG] += 1
+                c[I_DROP_BYTES] += n
             else:
                 reason = mirror_frame(rule, self.views[slot], n)
                 if reason:
                     c[DROP_BASE + reason - 1] += 1
-                elif io.write_one(slot, n):
-                    c[I_INLINE_FRAMES] += 1
-                    c[I_INLINE_BYTES] += n
+                    c[I_DROP_BYTES] += n
                 else:
-                    c[R_WRITE_ERROR] += 1
+                    # handed to the device: its bytes count even when it is refused
+                    c[I_INLINE_BYTES] += n
+                    if io.write_one(slot, n):
+                        c[I_INLINE_FRAMES] += 1
+                    else:
+                        c[R_WRITE_ERROR] += 1
             if taken == burst or not stack:
                 break
             nxt = stack.pop()
@@ -382,6 +386,7 @@ class _Reader:
             stack.append(slot)   # the frame before is written: its slot is free again
             slot, n = nxt, got
             ctl[shm.READER_PENDING] = taken + 1
+            ctl[shm.READER_PENDING_BYTES] = nbytes + n
         # slot, n: the last frame taken
         k = min(n, len(self.rehearsal))   # after the writes: off the frames' path
         self.rehearsal[:k] = self.views[slot][:k]
@@ -434,21 +439,28 @@ class _Reader:
             self.cnt.commit()
 
     def dispatch(self, slots: list, lens: list, drained: bool, nbytes: int = -1) -> None:
-        seq = self.journal(len(slots))
-        self.count_read(len(slots), sum(lens) if nbytes < 0 else nbytes)
+        nbytes = sum(lens) if nbytes < 0 else nbytes
+        seq = self.journal(len(slots), nbytes)
+        self.count_read(len(slots), nbytes)
         self._dispatch(slots, lens, drained)
         # frames mirrored inline are counted as sent; the next exchange writes them
-        self.m.ctl[shm.READER_UNSENT] = len(self.out_s)
+        ctl = self.m.ctl
+        ctl[shm.READER_UNSENT] = len(self.out_s)
+        if self.out_s:
+            ctl[shm.READER_UNSENT_BYTES] = sum(self.out_l)
         self.cnt.c[I_JOURNAL] = seq
         self.cnt.commit()
 
-    def journal(self, n: int) -> int:
-        """Journal (recovery.recover_reader) a batch of n frames in hand; the caller counts
-        it (count_read) and commits the counts with the returned sequence number."""
+    def journal(self, n: int, nbytes: int) -> int:
+        """Journal (recovery.recover_reader) a batch of n frames (nbytes) in hand; the
+        caller counts it (count_read) and commits the counts with the returned sequence
+        number."""
         ctl = self.m.ctl
         self.seq = seq = self.seq + 1
         ctl[shm.READER_PUSHED] = self.pushed
         ctl[shm.READER_PENDING] = n
+        ctl[shm.READER_PENDING_BYTES] = nbytes
+        ctl[shm.READER_PUSHED_FRAMES] = ctl[shm.READER_PUSHED_BYTES] = 0
         ctl[shm.READER_SEQ] = seq
         return seq
 
@@ -465,6 +477,7 @@ class _Reader:
         if max(lens) >= size:  # the read filled a slot: a truncated frame
             keep = [k for k, ln in enumerate(lens) if ln < size]
             c[R_TOO_BIG] += n - len(keep)
+            c[I_DROP_BYTES] += sum(ln for ln in lens if ln >= size)
             slots, lens = self.only(slots, lens, keep)
             if not slots:
                 return
@@ -508,6 +521,7 @@ class _Reader:
             k, r = kr[i]
             if k == l2.KIND_DROP:
                 c[DROP_BASE + r - 1] += 1
+                c[I_DROP_BYTES] += lens[i]
             else:
                 self.answer(k, slots[i], lens[i])
         gone = set(other)
@@ -528,13 +542,14 @@ class _Reader:
                else l2.neighbour_advert(frame, self.vo, rule.address6))
         if out is None:
             c[R_NOT_MIRRORED] += 1
+            c[I_DROP_BYTES] += length
             return
         buf = memoryview(out)
         if self.capture:
             self.capture.frames([buf], [len(out)])
         refused = self.dev.write_batch([buf], [len(out)])
-        c[F["inline_frames"]] += 1 - refused
-        c[F["inline_bytes"]] += len(out)
+        c[I_INLINE_FRAMES] += 1 - refused
+        c[I_INLINE_BYTES] += length   # the request, carried (so bytes add up as frames do)
         c[R_WRITE_ERROR] += refused
 
     def inline(self, slots: list, lens: list) -> None:
@@ -546,6 +561,7 @@ class _Reader:
                 reason = mirror_frame(rule, views[s], ln)
                 if reason:
                     c[DROP_BASE + reason - 1] += 1
+                    c[I_DROP_BYTES] += ln
                 else:
                     keep.append(k)
         else:
@@ -554,6 +570,7 @@ class _Reader:
             keep = None
             if reasons.any():
                 _count_drops(c, reasons)
+                c[I_DROP_BYTES] += int(arrays[1][reasons != FORWARD].sum())
                 keep = np.flatnonzero(reasons == FORWARD).tolist()
             else:   # the exchange that writes them takes the arrays as they are
                 self.out_arrays = arrays
@@ -579,20 +596,32 @@ class _Reader:
             ends = np.cumsum(np.bincount(dest, minlength=self.W)).tolist()
             runs = [(i, a, b) for i, (a, b) in enumerate(zip([0] + ends[:-1], ends)) if b > a]
         refused_bytes = 0
+        ctl = self.m.ctl
+        below = np.cumsum(lens, dtype=np.int64)   # below[i]: bytes of frames 0..i
         for i, start, end in runs:
             ring = self.rx[i]
+            ctl[shm.READER_PUSHING] = i + 1
             pushed = ring.push(slots[start:end], lens[start:end])
+            # journal (recover_reader): the bytes of the batch's frames now in the rings
+            ctl[shm.READER_PUSHED_FRAMES] += pushed
+            ctl[shm.READER_PUSHED_BYTES] += _span(below, start, start + pushed)
             self.pushed += pushed
             if start + pushed < end:
                 c[R_RING_FULL] += end - start - pushed
                 self.stack.extend(slots[start + pushed:end].tolist())
-                refused_bytes += int(lens[start + pushed:end].sum())
+                refused_bytes += _span(below, start + pushed, end)
             c[I_OUT_FRAMES] += pushed
             fill = ring.fill()
             if fill > c[I_RING_HWM]:
                 c[I_RING_HWM] = fill
             self.wake[i].poke()
-        c[I_OUT_BYTES] += int(lens.sum()) - refused_bytes
+        c[I_OUT_BYTES] += int(below[-1]) - refused_bytes
+        c[I_DROP_BYTES] += refused_bytes
+
+
+def _span(below: np.ndarray, a: int, b: int) -> int:
+    """Bytes of frames a..b-1 of a batch, from its running sums `below`."""
+    return (int(below[b - 1]) if b else 0) - (int(below[a - 1]) if a else 0)
 
 
 def _next_read(want: int, asked: int, got: int) -> int:
@@ -696,7 +725,9 @@ def worker_loop(ctx: Context, i: int) -> None:
         if reasons.any():
             out = np.where(reasons == FORWARD, lens, 0).astype(np.uint32)
             _count_drops(c, reasons)
-            fwd, nbytes = int(np.count_nonzero(out)), int(out.sum())
+            fwd, kept = int(np.count_nonzero(out)), int(out.sum())
+            c[I_DROP_BYTES] += nbytes - kept
+            nbytes = kept
         else:   # every frame forwarded (the common case): no more numpy calls
             out, fwd = lens, n
         c[I_OUT_FRAMES] += fwd

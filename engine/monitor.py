@@ -48,7 +48,8 @@ class Snapshot:
     """One observation of a run. Every field is plain data (JSON round-trips it).
 
     counters: actor -> {stats.FIELDS name: value}, cumulative since the run started.
-    totals:   rx_frames, rx_bytes, tx_frames, tx_bytes, drops {reason: n}, dropped, in_flight.
+    totals:   rx_frames, rx_bytes, tx_frames, tx_bytes, drops {reason: n}, dropped,
+              dropped_bytes, in_flight, in_flight_bytes.
     rings:    current fill of rx<i>, tx<i> and the free ring.
     procs:    role (supervisor, reader, worker<i>, writer) -> pid, cpu_percent (of one CPU,
               since the observer's previous snapshot), rss (bytes), ctx_voluntary,
@@ -76,6 +77,8 @@ def snapshot(mapped, workers: int, procs_cache: Dict[int, psutil.Process],
     counters = {a: dict(zip(stats.FIELDS, map(int, row))) for a, row in zip(names, rows)}
     totals = stats.totals(rows, workers)
     totals["in_flight"] = totals["rx_frames"] - totals["tx_frames"] - totals["dropped"]
+    totals["in_flight_bytes"] = (totals["rx_bytes"] - totals["tx_bytes"]
+                                 - totals["dropped_bytes"])
     rings = {f"{e}{i}": getattr(mapped, e)(i).fill() for e in ("rx", "tx") for i in range(workers)}
     rings["free"] = mapped.free().fill()
     L = mapped.layout

@@ -16,6 +16,7 @@ from .stats import DROP_BASE, DROP_REASONS, Counters, F
 
 R_WORKER_RESTART = DROP_BASE + DROP_REASONS.index("worker_restart")
 R_WRITE_ERROR = DROP_BASE + DROP_REASONS.index("write_error")
+I_DROP_BYTES = F["drop_bytes"]
 
 
 def free_slots(m: shm.Mapped, rx, free_ring) -> list:
@@ -46,22 +47,43 @@ def recover_reader(m: shm.Mapped, rx: list, cnt: Counters) -> int:
     number to continue from.
 
     A reader killed after committing a batch it mirrored inline but before writing it
-    (READER_UNSENT): those frames move from inline_frames to worker_restart."""
-    seq = m.ctl[shm.READER_SEQ]
-    if seq and cnt.c[F["journal"]] != seq:
-        pending = m.ctl[shm.READER_PENDING]
-        pushed = sum(r._write for r in rx) - m.ctl[shm.READER_PUSHED]
-        cnt.c[F["in_frames"]] += pending
-        cnt.c[R_WORKER_RESTART] += max(0, pending - pushed)
-        cnt.c[F["journal"]] = seq
+    (READER_UNSENT): those frames move from inline_frames to worker_restart.
+
+    Bytes follow the frames: the batch's bytes are read, and those of its frames not in a
+    ring are dropped."""
+    ctl, c = m.ctl, cnt.c
+    seq = ctl[shm.READER_SEQ]
+    if seq and c[F["journal"]] != seq:
+        pending = ctl[shm.READER_PENDING]
+        pushed = sum(r._write for r in rx) - ctl[shm.READER_PUSHED]
+        c[F["in_frames"]] += pending
+        c[F["in_bytes"]] += ctl[shm.READER_PENDING_BYTES]
+        c[R_WORKER_RESTART] += max(0, pending - pushed)
+        c[I_DROP_BYTES] += ctl[shm.READER_PENDING_BYTES] - _pushed_bytes(ctl, rx, pushed)
+        c[F["journal"]] = seq
         cnt.commit()
-    elif m.ctl[shm.READER_UNSENT]:
-        unsent = m.ctl[shm.READER_UNSENT]
-        cnt.c[F["inline_frames"]] -= unsent
-        cnt.c[R_WORKER_RESTART] += unsent
+    elif ctl[shm.READER_UNSENT]:
+        unsent = ctl[shm.READER_UNSENT]
+        c[F["inline_frames"]] -= unsent
+        c[F["inline_bytes"]] -= ctl[shm.READER_UNSENT_BYTES]
+        c[R_WORKER_RESTART] += unsent
+        c[I_DROP_BYTES] += ctl[shm.READER_UNSENT_BYTES]
         cnt.commit()
-    m.ctl[shm.READER_UNSENT] = 0
+    ctl[shm.READER_UNSENT] = 0
     return seq
+
+
+def _pushed_bytes(ctl, rx: list, pushed: int) -> int:
+    """Bytes of the `pushed` frames of the pending batch now in the rx rings: those the
+    journal recorded, plus the last push if it was published before its bytes were (its
+    frames are the newest of the ring it went to)."""
+    late = pushed - ctl[shm.READER_PUSHED_FRAMES]
+    nbytes = ctl[shm.READER_PUSHED_BYTES]
+    if late > 0 and ctl[shm.READER_PUSHING]:
+        ring = rx[ctl[shm.READER_PUSHING] - 1]
+        idx = np.arange(ring._write - late, ring._write, dtype=np.int64) & ring.mask
+        nbytes += int(ring.length[idx].sum())
+    return nbytes
 
 
 def recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
@@ -80,7 +102,10 @@ def recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
             in_tx[int(tx.slot[k & tx.mask])] = int(tx.length[k & tx.mask])
         n = 0
         while n < pending and int(rx.slot[(rx._read + n) & rx.mask]) in in_tx:
-            c[R_WORKER_RESTART] += in_tx[int(rx.slot[(rx._read + n) & rx.mask])] == 0
+            k = (rx._read + n) & rx.mask
+            if in_tx[int(rx.slot[k])] == 0:   # dropped by the dead worker, never counted
+                c[R_WORKER_RESTART] += 1
+                c[I_DROP_BYTES] += int(rx.length[k])
             n += 1
         if n:
             rx.release(n)
@@ -92,6 +117,7 @@ def recover_worker(m: shm.Mapped, i: int, rx, tx, sleeper, c: list) -> None:
             sleeper.sleep(lambda: tx.space() > 0, 0.01)
             continue
         tx.push(rx.slot[start:start + n], np.zeros(n, np.uint32))
+        c[I_DROP_BYTES] += int(rx.length[start:start + n].sum())
         rx.release(n)
         c[R_WORKER_RESTART] += n
         left -= n

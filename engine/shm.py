@@ -26,7 +26,7 @@ from .errors import EngineError
 from .ring import Ring, ring_bytes
 
 LINE = 64
-# control words (uint64), one cache line. Words 4..7 describe the layout, so an outside
+# control words (uint64), four cache lines. Words 4..7 describe the layout, so an outside
 # reader (`python -m engine stats`) can rebuild it from the segment alone.
 STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
 WORKERS, POOL_FRAMES, SLOT_SIZE, RX_CAPACITY = 4, 5, 6, 7
@@ -44,8 +44,15 @@ READER_PENDING, READER_PUSHED, READER_SEQ = 16, 17, 18
 READER_UNSENT = 19
 # 1 while the reader sleeps waiting for room in a full worker ring (workers then wake it)
 READER_ROOM = 20
+# ...the bytes of its batch in hand, and of the part of it already pushed (in
+# READER_PUSHED_FRAMES frames), and which rx ring it is pushing to (index + 1): the last
+# push may have been published before its bytes were added here
+READER_PENDING_BYTES, READER_PUSHED_BYTES, READER_PUSHED_FRAMES = 21, 22, 23
+READER_PUSHING = 24
+# ...and the bytes of the frames in READER_UNSENT
+READER_UNSENT_BYTES = 25
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
-_CTL_WORDS = 24
+_CTL_WORDS = 32
 
 
 def _align(n: int) -> int:

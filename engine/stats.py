@@ -36,6 +36,7 @@ FIELDS = (
     "ring_hwm",
     "inline_frames", "inline_bytes",  # reader only: batches it mirrored and wrote itself
     "journal",                        # reader, writer: the batch their last commit includes
+    "drop_bytes",                     # bytes of this actor's drops (all but write_error)
     *(f"drop_{r}" for r in DROP_REASONS),
     *(f"batch_{b}" for b in HIST_BINS),
 )
@@ -83,10 +84,16 @@ assert F["batches"] == 4
 
 
 def totals(rows: np.ndarray, workers: int) -> dict:
-    """Engine-wide figures from the counter rows: frames read, written, dropped by reason."""
+    """Engine-wide figures from the counter rows: frames read, written, dropped by reason.
+
+    At a quiescent moment rx = tx + dropped, in frames and in bytes alike. tx_bytes are
+    the bytes handed to the device, a frame it refused included (that frame counts under
+    write_error, not in tx_frames); dropped_bytes are those of the frames dropped before
+    the device. A TAP request the engine answered counts as carried, at its own length."""
     reader, writer = rows[0], rows[workers + 1]
     drops = {r: int(rows[:, DROP_BASE + i].sum()) for i, r in enumerate(DROP_REASONS)}
     return {"rx_frames": int(reader[F["in_frames"]]), "rx_bytes": int(reader[F["in_bytes"]]),
             "tx_frames": int(writer[F["out_frames"]] + reader[F["inline_frames"]]),
             "tx_bytes": int(writer[F["out_bytes"]] + reader[F["inline_bytes"]]),
-            "drops": drops, "dropped": sum(drops.values())}
+            "drops": drops, "dropped": sum(drops.values()),
+            "dropped_bytes": int(rows[:, F["drop_bytes"]].sum())}

@@ -283,6 +283,8 @@ class Supervisor:
         drops = ", ".join(f"{k} {v}" for k, v in t["drops"].items() if v) or "none"
         log.info("read %d frames, wrote %d, dropped %d (%s)", t["rx_frames"], t["tx_frames"],
                  t["dropped"], drops)
+        log.info("bytes: read %d, wrote %d, dropped %d", t["rx_bytes"], t["tx_bytes"],
+                 t["dropped_bytes"])
 
     def _cleanup(self) -> None:
         for p in self.procs.values():

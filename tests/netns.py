@@ -139,6 +139,11 @@ class Engine:
         self._reader.join(2)
         return self.proc.returncode, took
 
+    def byte_counters(self):
+        """(read, written, dropped) bytes from the engine's exit report."""
+        m = re.search(r"bytes: read (\d+), wrote (\d+), dropped (\d+)", self.log)
+        return tuple(int(x) for x in m.groups())
+
     def counters(self):
         m = re.search(r"read (\d+) frames, wrote (\d+), dropped (\d+) \(([^)]*)\)", self.log)
         rx, tx, dropped = (int(x) for x in m.groups()[:3])

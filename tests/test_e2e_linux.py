@@ -127,6 +127,8 @@ def test_sigterm_leaves_nothing_behind():
         assert ns.links() == ["lo"], "the device the engine created is gone"
         rx, tx, dropped, reasons = eng.counters()
         assert rx == tx + dropped and tx >= 6 and reasons.get("not_mirrored", 0) >= 2
+        b_rx, b_tx, b_dropped = eng.byte_counters()
+        assert b_rx == b_tx + b_dropped and b_dropped > 0, eng.log
     finally:
         ns.close()
 

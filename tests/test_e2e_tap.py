@@ -148,6 +148,8 @@ def test_create_with_mode_tap_and_stop_cleanly():
         assert code == 0 and took < 2.0, eng.log
         rx, tx, dropped, reasons = eng.counters()
         assert rx == tx + dropped, (rx, tx, dropped, reasons)
+        b_rx, b_tx, b_dropped = eng.byte_counters()   # ARP and NS answers included
+        assert b_rx == b_tx + b_dropped, eng.log
         assert tx >= 6, "an ARP reply, an NA and four echo replies"
         assert ns.links() == ["lo"], "the device the engine created is gone"
     finally:

@@ -58,6 +58,11 @@ def counts(log):
     return tuple(int(x) for x in m.groups())
 
 
+def byte_counts(log):
+    m = re.search(r"bytes: read (\d+), wrote (\d+), dropped (\d+)", log)
+    return tuple(int(x) for x in m.groups())
+
+
 @pytest.mark.parametrize("workers,inline", [(1, "never"), (2, "never"), (4, "never"),
                                             (2, "always")])
 def test_every_flow_in_order_and_counters_add_up(tmp_path, workers, inline):
@@ -66,6 +71,9 @@ def test_every_flow_in_order_and_counters_add_up(tmp_path, workers, inline):
     rx, tx, dropped = counts(log)
     valid = sum(len(v) for v in expect.values())
     assert rx == len(frames) and tx == valid and rx == tx + dropped, log
+    valid_bytes = sum(len(p) for v in expect.values() for p in v)
+    assert byte_counts(log) == (sum(map(len, frames)), valid_bytes,
+                                sum(map(len, frames)) - valid_bytes), log
     assert "malformed 6" in log and "not_mirrored 6" in log and "bad_checksum 6" in log
     # group what came out by flow; each flow's packets in their original order, mirrored
     by_flow = {}

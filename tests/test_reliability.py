@@ -88,10 +88,12 @@ class Stream:
 
 
 def assert_counters_add_up(ns: Netns) -> dict:
-    """`python -m engine stats --json` at a quiescent moment: rx == tx + dropped."""
+    """`python -m engine stats --json` at a quiescent moment: rx == tx + dropped, in frames
+    and in bytes."""
     out = stats_quiescent(ns)
     t = out["totals"]
     assert t["in_flight"] == 0 and t["rx_frames"] == t["tx_frames"] + t["dropped"], t
+    assert t["rx_bytes"] == t["tx_bytes"] + t["dropped_bytes"], t
     return out
 
 
@@ -193,6 +195,8 @@ def test_sigkill_actor_every_half_second_during_transfer(role):
         assert code == 0 and took < 2.0, eng.log
         rx, tx, dropped, _ = eng.counters()
         assert rx == tx + dropped, eng.log[-600:]
+        b_rx, b_tx, b_dropped = eng.byte_counters()
+        assert b_rx == b_tx + b_dropped, eng.log[-600:]
     finally:
         ns.close()
 

@@ -72,6 +72,8 @@ def test_stats_reports_every_process_and_counters_add_up():
         assert code == 0, eng.log
         rx, tx, dropped, _ = eng.counters()
         assert rx == tx + dropped and rx >= t["rx_frames"]
+        b_rx, b_tx, b_dropped = eng.byte_counters()
+        assert b_rx == b_tx + b_dropped and b_rx >= t["rx_bytes"], eng.log
         assert ns.shm_segments("mir0") == []
     finally:
         ns.close()
