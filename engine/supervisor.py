@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Dict, Optional
 
+import psutil
+
 from . import loops, pcap, platform, shm, stats
 from .capture import Capture
 from .monitor import Dumper
@@ -42,6 +44,7 @@ log = logging.getLogger("engine")
 RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
 CREATED_TXQUEUELEN = 2048  # the kernel default is 500
 DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
+FORKSERVER_WAIT = 5.0  # seconds a restart waits for a killed forkserver to be replaced
 
 
 def topology(workers: int) -> str:
@@ -92,6 +95,8 @@ class Supervisor:
         self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
         self.threads: list = []
         self.restarts: list = []
+        self.parents: Dict[str, int] = {}  # actor -> the forkserver that forked it
+        self.dead_servers: set = set()     # forkservers whose death was counted
         self.stop_reason: Optional[str] = None
         self.segments: Optional[shm.Segments] = None
         self.dev = None
@@ -229,9 +234,25 @@ class Supervisor:
             target = {"reader": loops.reader_loop, "writer": loops.writer_loop}[name]
             args = (self.ctx,)
         p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
-        p.start()
+        deadline = time.monotonic() + FORKSERVER_WAIT
+        while True:
+            try:
+                p.start()
+                break
+            except ConnectionError:
+                # a forkserver still dying refuses the connection; multiprocessing starts
+                # a new one once the old one has exited
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self.guard.adopt(p)
         self.procs[name] = p
+        try:  # forkserver: the children's parent, whose death takes them all
+            parent = psutil.Process(p.pid).ppid()
+        except psutil.NoSuchProcess:
+            return
+        if parent != os.getpid():
+            self.parents[name] = parent
 
     def _restart_dead(self) -> None:
         dead = [(name, p) for name, p in self.procs.items() if not p.is_alive()]
@@ -240,11 +261,18 @@ class Supervisor:
         if any(p.exitcode == loops.EXIT_DEVICE_GONE for _, p in dead):
             self.stop_reason = f"error: device {self.dev.name} went away"
             return
-        # Deaths seen together are one incident toward the limit: the forkserver's death
-        # takes every actor with it, and must not count as six restarts.
         now = time.monotonic()
-        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW]
         for name, p in dead:
+            # Exit code 255: multiprocessing lost the forkserver before it learnt the
+            # child's status (the child died of the forkserver's death, which may still be
+            # going on). That death is one restart toward the limit, not one per actor.
+            server = self._dead_parent(name, FORKSERVER_WAIT if p.exitcode == 255 else 0.0)
+            if server is None or server not in self.dead_servers:
+                self.restarts.append(now)
+            if server is not None and server not in self.dead_servers:
+                self.dead_servers.add(server)
+                log.warning("the forkserver (pid %d) died, and every actor with it", server)
             if len(self.restarts) > RESTART_LIMIT:
                 self.stop_reason = (f"error: {len(self.restarts)} restarts within "
                                     f"{RESTART_WINDOW:.0f} s (last: {name}, exit code "
@@ -254,6 +282,22 @@ class Supervisor:
             actor = _actor_index(name, self.cfg.workers)
             self.segments.mapped.counters[actor][stats.F["restarts"]] += 1
             self._start(name)
+
+    def _dead_parent(self, name: str, wait: float) -> Optional[int]:
+        """The pid of the forkserver that forked `name` if it has died, or dies within
+        `wait` seconds; None when there is none or it lives."""
+        server = self.parents.get(name)
+        deadline = time.monotonic() + wait
+        while server is not None:
+            try:
+                if psutil.Process(server).status() == psutil.STATUS_ZOMBIE:
+                    return server
+            except psutil.NoSuchProcess:
+                return server
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+        return None
 
     def _stop_children(self) -> None:
         m = self.segments.mapped
