@@ -13,6 +13,7 @@ write (a full disk) ends the capture with one warning, and mirroring goes on.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -46,18 +47,20 @@ class Capture:
             raise EngineError(f"--pcap {path}: {e.strerror}") from None
         return cls(path, max_frames, vnet_hdr_len, linktype, (st.st_dev, st.st_ino)), fd
 
-    def open(self, count: memoryview) -> "CaptureWriter":
-        """An actor's appender; `count` is the shared word counting captured frames."""
-        return CaptureWriter(self, safefile.reopen(self.path, self.identity, "--pcap"), count)
+    def open(self, count: memoryview, ended: memoryview) -> "CaptureWriter":
+        """An actor's appender; `count` is the shared word counting captured frames, `ended`
+        the shared word that says a write failed."""
+        fd = safefile.reopen(self.path, self.identity, "--pcap")
+        return CaptureWriter(self, fd, count, ended)
 
 
 class CaptureWriter:
-    def __init__(self, cap: Capture, fd: int, count: memoryview) -> None:
-        self._cap, self._fd, self._count = cap, fd, count
+    def __init__(self, cap: Capture, fd: int, count: memoryview, ended: memoryview) -> None:
+        self._cap, self._fd, self._count, self._ended = cap, fd, count, ended
 
     def frames(self, bufs: Sequence[memoryview], lengths: Sequence[int]) -> None:
         room = self._cap.max_frames - self._count[0]
-        if room <= 0:
+        if room <= 0 or self._ended[0]:
             return
         o = self._cap.vnet_hdr_len
         parts = []
@@ -65,11 +68,14 @@ class CaptureWriter:
             frame = buf[o:n]
             parts.append(pcap.record(frame))
             parts.append(frame)
+        data = b"".join(parts)
         try:
-            os.write(self._fd, b"".join(parts))
+            if os.write(self._fd, data) != len(data):   # the disk filled up mid-record
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as e:
-            # the limit, reached for every actor at once: capturing ends, mirroring goes on
-            self._count[0] = self._cap.max_frames
+            # capturing ends for every actor (nothing is appended after a cut record);
+            # mirroring goes on
+            self._ended[0] = 1
             log.warning("--pcap %s: %s; capture stopped, the mirror goes on",
                         self._cap.path, e.strerror)
             return

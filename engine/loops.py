@@ -26,6 +26,7 @@ idle loop sleeps on its wake-up (engine/wake.py). Counters are committed once pe
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import sys
@@ -38,10 +39,13 @@ import numpy as np
 from . import l2, platform, recovery, shard, shm
 from .capture import Capture
 from .config import MAX_BATCH
+from .errors import EngineError
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame, reflect
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .tun.slots import slot_io, u32
 from .wake import Sleeper, Waker
+
+log = logging.getLogger("engine")
 
 # Below this many frames the scalar (pure Python) rewrite and hash beat numpy, whose
 # per-call cost (~1-2 us a call on the 2-core test VM, ~50-70 us per batch for the whole
@@ -664,7 +668,17 @@ def _count_drops(c: list, reasons: np.ndarray) -> None:
 
 
 def _open_capture(ctx: Context, m: shm.Mapped):
-    return ctx.capture.open(m.ctl[shm.CAPTURED:shm.CAPTURED + 1]) if ctx.capture else None
+    """This actor's --pcap appender, or None; a file it cannot reopen (replaced since the
+    supervisor made it) ends the capture, never the actor."""
+    if not ctx.capture:
+        return None
+    try:
+        return ctx.capture.open(m.ctl[shm.CAPTURED:shm.CAPTURED + 1],
+                                m.ctl[shm.CAPTURE_ENDED:shm.CAPTURE_ENDED + 1])
+    except (EngineError, OSError) as e:
+        m.ctl[shm.CAPTURE_ENDED] = 1
+        log.warning("--pcap: %s; capture stopped, the mirror goes on", e)
+        return None
 
 
 # --------------------------------------------------------------------------- worker

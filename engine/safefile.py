@@ -2,7 +2,7 @@
 (--pcap, --stats-file): never through a symbolic link, never a FIFO or device that could
 block start-up or swallow what is written, never another file by a second hard link.
 
-A new file is made with O_CREAT|O_EXCL|Oplatform.O_NOFOLLOW, mode 0600: if anything exists at the
+A new file is made with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: if anything exists at the
 path (a symbolic link included) the call fails instead of truncating or following it. The
 descriptor is what gets chowned (`fchown`), never the path, which may have changed since.
 """
@@ -16,8 +16,8 @@ from typing import Optional, Tuple
 from . import platform
 from .errors import EngineError
 
-# Flags a platform lacks are 0 there (engine/platform): Oplatform.O_NOFOLLOW and Oplatform.O_NONBLOCK are
-# POSIX, Oplatform.O_BINARY (Windows) keeps newline translation out of binary files. No
+# Flags a platform lacks are 0 there (engine/platform): O_NOFOLLOW and O_NONBLOCK are
+# POSIX, O_BINARY (Windows) keeps newline translation out of binary files. No
 # close-on-exec flag: PEP 446 makes every os.open descriptor non-inheritable already.
 MODE = 0o600
 
@@ -43,9 +43,7 @@ def open_append(path: str, option: str) -> Tuple[int, bool]:
         if not os.path.lexists(path):
             raise
     try:
-        # Oplatform.O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | platform.O_NOFOLLOW | platform.O_NONBLOCK
-                     | platform.O_BINARY)
+        fd = os.open(path, _append_flags())
     except OSError as e:
         why = ("a symbolic link" if e.errno == errno.ELOOP else
                "not a regular file" if e.errno == errno.ENXIO else e.strerror)
@@ -56,6 +54,12 @@ def open_append(path: str, option: str) -> Tuple[int, bool]:
         os.close(fd)
         raise
     return fd, False
+
+
+def _append_flags() -> int:
+    # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of blocking
+    return (os.O_WRONLY | os.O_APPEND | platform.O_NOFOLLOW | platform.O_NONBLOCK
+            | platform.O_BINARY)
 
 
 def check_regular(fd: int, path: str, option: str) -> os.stat_result:
@@ -71,8 +75,7 @@ def check_regular(fd: int, path: str, option: str) -> os.stat_result:
 def reopen(path: str, identity: Optional[Tuple[int, int]], option: str) -> int:
     """Open again, for appending, the file `create_new` made (a child process of the
     supervisor does this): it must still be the same file (device, inode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | platform.O_NOFOLLOW | platform.O_NONBLOCK
-                 | platform.O_BINARY)
+    fd = os.open(path, _append_flags())
     try:
         st = check_regular(fd, path, option)
         if identity is not None and (st.st_dev, st.st_ino) != identity:

@@ -16,6 +16,7 @@ Every process derives the same `Layout` from the same numbers, then maps the seg
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -51,6 +52,8 @@ READER_PENDING_BYTES, READER_PUSHED_BYTES, READER_PUSHED_FRAMES = 21, 22, 23
 READER_PUSHING = 24
 # ...and the bytes of the frames in READER_UNSENT
 READER_UNSENT_BYTES = 25
+# 1 once a --pcap write failed: every actor stops capturing (CAPTURED keeps its count)
+CAPTURE_ENDED = 26
 LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
 _CTL_WORDS = 32
 
@@ -196,9 +199,9 @@ class Mapped:
         return slot_views(self.frames)
 
 
-# Up to this many slots, each process holds one memoryview per slot, made once (12 MiB at
-# most), so the hot path indexes a list; a larger pool's views are made when asked, so a
-# process's own memory does not grow with the pool (a 4 GiB pool has 2.8 million slots).
+# Up to this many slots, each process holds one memoryview per slot, made once, so the hot
+# path indexes a list; a larger pool's views are made when asked, so a process's own
+# memory does not grow with the pool (docs/performance-notes.md, "Frame memory").
 VIEW_LIST_MAX = 1 << 16
 
 
@@ -233,18 +236,25 @@ class Segments:
 
     def __init__(self, prefix: str, layout: Layout) -> None:
         self.prefix, self.layout = prefix, layout
-        _refuse_if_in_use(prefix)
-        reclaim(prefix)
-        try:
-            self._pool = _Segment(f"{prefix}.pool", create=True, size=layout.pool_bytes)
-        except FileExistsError:  # another engine took the name in the meantime
+        ctl = f"{prefix}.ctl"
+        try:  # the name first: what a crashed run left is reclaimed only once it is ours
+            self._hold = platform.claim_segment(ctl, layout.ctl_bytes)
+        except BlockingIOError:
             raise EngineError(_IN_USE.format(prefix=prefix)) from None
+        except PermissionError:
+            raise EngineError(f"the shared-memory name {prefix} belongs to another user "
+                              f"(a run of theirs, live or crashed); choose another --device") from None
         try:
-            self._ctl = _Segment(f"{prefix}.ctl", create=True,
-                                                   size=layout.ctl_bytes)
-            platform.hold_segment(self._ctl)  # for the whole run: the name is taken
+            platform.unlink_segment(f"{prefix}.pool")
+            self._pool = _Segment(f"{prefix}.pool", create=True, size=layout.pool_bytes)
+        except BaseException:
+            self._release(unlink_ctl=True)
+            raise
+        try:
+            self._ctl = _Segment(ctl, create=self._hold is None, size=layout.ctl_bytes)
         except BaseException:
             self._pool.unlink()
+            self._release(unlink_ctl=True)
             raise
         try:
             for seg in (self._pool, self._ctl):
@@ -263,17 +273,20 @@ class Segments:
                 seg.unlink()
             except FileNotFoundError:
                 pass
+        self._release(unlink_ctl=False)
+
+    def _release(self, unlink_ctl: bool) -> None:
+        """Let go of the name (after the segments are unlinked: no one can take a name
+        whose segments are still there)."""
+        if unlink_ctl:
+            platform.unlink_segment(f"{self.prefix}.ctl")
+        if self._hold is not None:
+            os.close(self._hold)
+            self._hold = None
 
 
 _IN_USE = ("an engine already runs under the shared-memory name {prefix} (the same device "
            "name in this network namespace); stop it, or choose another --device")
-
-
-def _refuse_if_in_use(prefix: str) -> None:
-    """A control segment under our name that a live run holds: its segments must not be
-    reclaimed (unlinked) under it."""
-    if platform.segment_in_use(f"{prefix}.ctl"):
-        raise EngineError(_IN_USE.format(prefix=prefix))
 
 
 def _reserve(seg: shared_memory.SharedMemory) -> None:
@@ -300,8 +313,3 @@ def attach(prefix: str, layout: Layout) -> Mapped:
     m._segments = (pool, ctl)  # keep the mappings alive as long as the views
     return m
 
-
-def reclaim(prefix: str) -> list:
-    """Unlink segments a crashed run left under `prefix`; returns their names."""
-    return [f"{prefix}.{part}" for part in ("pool", "ctl")
-            if platform.unlink_segment(f"{prefix}.{part}")]

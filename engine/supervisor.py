@@ -200,9 +200,12 @@ class Supervisor:
         return 1 if self.stop_reason.startswith("error") else 0
 
     def _all_handled(self, frames: int) -> bool:
-        """All `frames` have been read, and each is written or counted as dropped."""
-        t = stats.totals(self.segments.mapped.counters, self.cfg.workers)
-        return t["rx_frames"] >= frames and t["rx_frames"] == t["tx_frames"] + t["dropped"]
+        """All `frames` have been read, and each is written or counted as dropped (frames
+        the reader mirrored itself count as sent before their write: READER_UNSENT)."""
+        m = self.segments.mapped
+        t = stats.totals(m.counters, self.cfg.workers)
+        return (t["rx_frames"] >= frames and t["rx_frames"] == t["tx_frames"] + t["dropped"]
+                and not m.ctl[shm.READER_UNSENT])
 
     def _on_usr1(self, _signum, _frame) -> None:
         self.dump_requested = True  # the main loop dumps (no I/O in a signal handler)

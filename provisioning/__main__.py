@@ -42,7 +42,7 @@ def _up(a) -> None:
     v6 = a.address6 and parse_address(a.address6, 6, "--address6")
     for iface, option in ((v4, "--address"), (v6, "--address6")):
         if iface:  # the engine would refuse this device's address: refuse to make it
-            check_mirror_network(iface, option)
+            check_mirror_network(iface, option, a.allow_wide_prefix)
     uid = a.owner and _uid(a.owner)
     gid = a.group and _gid(a.group)
     linux.create_persistent(a.name, owner=uid, group=gid, offload=not a.no_offload)
@@ -90,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--address", metavar="A/P")
     u.add_argument("--address6", metavar="A6/P")
     u.add_argument("--mtu", type=int)
+    u.add_argument("--allow-wide-prefix", action="store_true",
+                   help="accept a prefix shorter than /8 (IPv4) or /16 (IPv6), as the engine's "
+                        "option of that name does")
     u.set_defaults(run=_up)
     d = sub.add_parser("down", help="delete a persistent Linux TUN device (needs root)")
     d.add_argument("name")

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from engine.config import parse_address
+from engine.config import check_mirror_network, parse_address
 from engine.errors import ConfigError, EngineError
 
 DRIVERS = ("tap0901", "tap0801", "wintun")
@@ -55,12 +55,16 @@ class Plan:
         _check(self.driver in DRIVERS, "driver", self.driver, f"one of {', '.join(DRIVERS)}")
         _check(self.mode in MODES and (self.mode == "tun" or self.driver != "wintun"), "mode",
                self.mode, "tun or tap (tap: TAP-Windows only; Wintun is layer 3)")
-        _check(isinstance(self.address, ipaddress.IPv4Interface)
-               and _is_host(self.address), "address", self.address,
+        _check(isinstance(self.address, ipaddress.IPv4Interface), "address", self.address,
                "an IPv4 host address with a prefix of /30 or shorter, e.g. 10.3.0.1/24")
-        _check(self.address6 is None or (isinstance(self.address6, ipaddress.IPv6Interface)
-                                         and _is_host(self.address6)),
+        _check(self.address6 is None or isinstance(self.address6, ipaddress.IPv6Interface),
                "address6", self.address6, "an IPv6 host address with a prefix, or null")
+        for iface, field in ((self.address, "address"), (self.address6, "address6")):
+            if iface is not None:   # the engine's own rule: it would refuse the adapter else
+                try:
+                    check_mirror_network(iface, field)
+                except ConfigError as e:
+                    raise PlanError(str(e)) from None
         _check(self.address6 is None or self.driver != "tap0801", "address6", self.address6,
                "null for tap0801: TAP-Win32 8.x passes no IPv6 in TUN mode (tap0901 9.8+ does)")
         top = MAX_MTU if self.driver == "wintun" else MAX_TAP_MTU
@@ -137,13 +141,6 @@ def parse_interface(text, version: int, field: str):
         return parse_address(text, version, field)
     except ConfigError as e:
         raise PlanError(str(e)) from None
-
-
-def _is_host(iface) -> bool:
-    net = iface.network
-    return (net.num_addresses >= 4 and iface.ip != net.network_address
-            and (net.version == 6 or iface.ip != net.broadcast_address)
-            and not (iface.ip.is_multicast or iface.ip.is_loopback or iface.ip.is_unspecified))
 
 
 def _check(ok: bool, field: str, value, allowed: str) -> None:

@@ -243,6 +243,18 @@ def capture(a):
 
 
 # ------------------------------------------------------------------ TCP and UDP
+def _listener(peer: str, port: int, timeout: float) -> socket.socket:
+    """A TCP server on the wildcard address of `peer`'s family: through the mirror, a
+    connection to the peer arrives here."""
+    fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    srv = socket.socket(fam, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
+    srv.listen(1)
+    srv.settimeout(timeout)
+    return srv
+
+
 def _serve_once(srv, data: bytes):
     conn, _ = srv.accept()
     with conn:
@@ -251,12 +263,7 @@ def _serve_once(srv, data: bytes):
 
 def transfer(peer: str, port: int, size: int, timeout: float = 40.0, seed=None) -> dict:
     data = random.Random(seed).randbytes(size) if seed is not None else os.urandom(size)
-    fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
-    srv = socket.socket(fam, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
-    srv.listen(1)
-    srv.settimeout(timeout)
+    srv = _listener(peer, port, timeout)
     th = threading.Thread(target=_serve_once, args=(srv, data), daemon=True)
     th.start()
     h, n, t0, err = hashlib.sha256(), 0, time.time(), None
@@ -293,12 +300,7 @@ def stream(a):
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     deadline = time.time() + a.seconds
-    fam = socket.AF_INET6 if ":" in a.peer else socket.AF_INET
-    srv = socket.socket(fam, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", a.port))
-    srv.listen(1)
-    srv.settimeout(a.stall)
+    srv = _listener(a.peer, a.port, a.stall)
 
     def serve():
         conn, _ = srv.accept()

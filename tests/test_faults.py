@@ -33,7 +33,7 @@ def start(tmp_path, *args, stderr=subprocess.PIPE):
                           DEVICE, "--replay", str(src), "--replay-hold", "--duration", "120",
                           "--address", "198.18.0.1/24", "--workers", "1", *args],
                          cwd=ROOT, stderr=stderr, text=True)
-    deadline = time.time() + 60  # a bound: start-up and the replay take a second here
+    deadline = time.time() + 60  # a bound, far above what start-up and the replay take
     while not replayed():
         assert p.poll() is None and time.time() < deadline, "the engine did not replay"
         time.sleep(0.1)
@@ -59,15 +59,15 @@ def test_pcap_write_error_stops_the_capture_not_the_mirror(tmp_path, caplog):
     """/dev/full answers every write with ENOSPC, as a full filesystem does."""
     cap, fd = Capture.create(str(tmp_path / "c.pcap"), 100)
     os.close(fd)
-    count = memoryview(bytearray(8)).cast("Q")
-    writer = cap.open(count)
+    count, ended = (memoryview(bytearray(8)).cast("Q") for _ in range(2))
+    writer = cap.open(count, ended)
     os.close(writer._fd)
     writer._fd = os.open("/dev/full", os.O_WRONLY)
     frame = memoryview(bytearray(ipv4("198.18.0.1", "198.18.0.7", udp(9, 7, b"x"))))
     with caplog.at_level(logging.WARNING, logger="engine"):
         writer.frames([frame], [len(frame)])
         writer.frames([frame], [len(frame)])     # the capture has ended: no second warning
-    assert count[0] == 100, "the shared count is at the limit, so every actor stops"
+    assert ended[0] == 1 and count[0] == 0, "the shared word ends it for every actor"
     assert [r.message for r in caplog.records].count(
         f"--pcap {cap.path}: No space left on device; capture stopped, the mirror goes on") == 1
     os.close(writer._fd)
@@ -96,13 +96,29 @@ def test_hangup_and_quit_stop_cleanly(tmp_path, sig):
     assert segments() == [], "shared memory left behind"
 
 
+def dumped(path, times: int = 1) -> bool:
+    """As many stats dumps asked for by SIGUSR1 are in the --stats-file."""
+    return path.exists() and path.read_text().replace(" ", "").count('"event":"signal"') >= times
+
+
+def wait_for(cond, what: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout   # a bound, not a pace
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
 def test_usr2_and_alrm_are_ignored(tmp_path):
-    p = start(tmp_path)
+    """Their default action ends a process: after them, the engine still answers a stats
+    request (SIGUSR1), which shows it handled them and lived."""
+    stats = tmp_path / "stats.jsonl"
+    p = start(tmp_path, "--stats-file", str(stats))
     try:
         p.send_signal(signal.SIGUSR2)
         p.send_signal(signal.SIGALRM)
-        time.sleep(1.0)
-        assert p.poll() is None, p.communicate(timeout=10)[1]
+        p.send_signal(signal.SIGUSR1)
+        wait_for(lambda: dumped(stats) or p.poll() is not None, "no stats dump")
+        assert p.poll() is None and dumped(stats), p.communicate(timeout=10)[1]
     finally:
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=30)[1]
@@ -110,14 +126,18 @@ def test_usr2_and_alrm_are_ignored(tmp_path):
 
 
 def test_stats_request_with_stderr_closed_does_not_stop_the_engine(tmp_path):
-    """`python -m engine ... 2>&1 | head -3`: head has exited, stderr is a broken pipe."""
+    """`python -m engine ... 2>&1 | head -3`: head has exited, stderr is a broken pipe.
+    The dump's JSON line (--stats-file) is written after the table is tried on stderr."""
+    stats = tmp_path / "stats.jsonl"
     r, w = os.pipe()
-    p = start(tmp_path, stderr=w)
+    p = start(tmp_path, "--stats-file", str(stats), stderr=w)
     os.close(w)
     os.close(r)                             # the reader of stderr is gone
     try:
         p.send_signal(signal.SIGUSR1)       # the table goes to stderr: EPIPE
-        time.sleep(1.0)
+        wait_for(lambda: dumped(stats) or p.poll() is not None, "no stats dump")
+        p.send_signal(signal.SIGUSR1)       # and once more, after the failed one
+        wait_for(lambda: dumped(stats, 2) or p.poll() is not None, "no second dump")
         assert p.poll() is None, f"the engine died with {p.returncode}"
     finally:
         p.send_signal(signal.SIGTERM)
@@ -265,3 +285,39 @@ def test_two_forkserver_deaths_are_two_restarts_not_twelve():
         assert code == 0, eng.log
     finally:
         ns.close()
+
+
+def _hold_name_slowly(prefix, q):
+    """A run that pauses between taking its name and making its pool (where a second run
+    used to slip in and unlink it), then reports whether its segments are still its own."""
+    from engine import platform, shm
+    unlink = platform.unlink_segment
+    platform.unlink_segment = lambda name: (time.sleep(1.0), unlink(name))[1]
+    s = shm.Segments(prefix, shm.Layout(1, 64, 128, 16))
+    time.sleep(1.5)
+    same = [os.fstat(seg._fd).st_ino == os.stat(f"/dev/shm/{seg.name}").st_ino
+            for seg in (s._pool, s._ctl)]
+    s.unlink()
+    q.put(same)
+
+
+def test_a_second_run_starting_meanwhile_cannot_take_the_name():
+    import multiprocessing
+    from engine import shm
+    from engine.errors import EngineError
+    prefix = f"engine.race{os.getpid()}.0"
+    mp = multiprocessing.get_context("fork")
+    q = mp.Queue()
+    first = mp.Process(target=_hold_name_slowly, args=(prefix, q))
+    first.start()
+    try:
+        deadline = time.time() + 30
+        while not os.path.exists(f"/dev/shm/{prefix}.ctl"):   # the first has its name
+            assert time.time() < deadline and first.is_alive()
+            time.sleep(0.01)
+        with pytest.raises(EngineError, match="already runs under the shared-memory name"):
+            shm.Segments(prefix, shm.Layout(1, 64, 128, 16))
+        assert q.get(timeout=30) == [True, True]
+    finally:
+        first.join(30)
+    assert not glob.glob(f"/dev/shm/{prefix}.*")

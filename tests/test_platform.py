@@ -87,7 +87,7 @@ def test_capture_opens_binary_without_o_cloexec(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", recording_open)
     cap, fd = Capture.create(str(tmp_path / "c.pcap"), 10)
     os.close(fd)
-    writer = cap.open(memoryview(bytearray(8)).cast("Q"))
+    writer = cap.open(*(memoryview(bytearray(8)).cast("Q") for _ in range(2)))
     writer.frames([memoryview(b"\x45\x0a\x0a\x0a")], [4])
     assert flags and flags[-1] & 0x8000 and flags[-1] & os.O_APPEND
     assert (tmp_path / "c.pcap").read_bytes().endswith(b"\x45\x0a\x0a\x0a")

@@ -69,7 +69,8 @@ def test_pcap_is_a_new_private_file_with_every_frame(tmp_path):
 
 
 def test_pcap_to_a_fifo_fails_at_once(tmp_path):
-    """A FIFO at the path must not block start-up (open() of a FIFO waits for a reader)."""
+    """A FIFO at the path must not block start-up (an open() for writing would wait for a
+    reader): the pcap is only ever a new file, so it is refused at once (O_EXCL)."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     one_line_error(replay_with(tmp_path, "--pcap", str(fifo)), 1, "--pcap", "already exists")
@@ -136,9 +137,13 @@ def test_a_device_address_in_a_special_range_is_refused(address):
 
 
 def test_provisioning_up_refuses_what_the_engine_would(tmp_path):
+    # as root, in a network namespace of its own: were the check to fail, the device it
+    # made would go with that namespace
+    private = ["unshare", "-n"] if os.geteuid() == 0 else []
     for address in ("198.18.0.1/0", "198.18.0.1/31", "198.18.0.0/24"):
-        p = subprocess.run([sys.executable, "-m", "provisioning", "up", "prov9", "--address",
-                            address], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        p = subprocess.run([*private, sys.executable, "-m", "provisioning", "up", "prov9",
+                            "--address", address], cwd=ROOT, capture_output=True, text=True,
+                           timeout=30)
         assert p.returncode == 2 and "Traceback" not in p.stderr, (address, p.stderr)
         assert p.stderr.startswith("provisioning: error: --address"), p.stderr
 
@@ -211,3 +216,13 @@ def test_a_batch_of_mixed_destinations_under_a_wide_prefix():
     out = mirror_batch(_rule(WIDE4), frames, np.arange(len(fs)), np.array([len(f) for f in fs]))
     assert out.tolist() == [FORWARD, R["not_mirrored"], FORWARD, R["not_mirrored"],
                             R["not_mirrored"]]
+
+
+@pytest.mark.parametrize("field,value", [("address", "198.18.0.1/4"),
+                                         ("address", "169.254.0.1/16"),
+                                         ("address6", "fe80::1/64")])
+def test_a_windows_plan_obeys_the_engines_prefix_rules(field, value):
+    from provisioning import plan
+    kw = {"address": ipaddress.ip_interface("198.18.0.1/24"), field: ipaddress.ip_interface(value)}
+    with pytest.raises(plan.PlanError, match=field):
+        plan.Plan(name="mirror0", driver="tap0901", mtu=1500, **kw)

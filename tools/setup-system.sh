@@ -31,6 +31,9 @@ if [ ${#need[@]} -gt 0 ]; then
       echo "setup-system: apt-get could not install ${need[*]}" >&2
       exit 1
     fi
+  elif [ "$(id -u)" -eq 0 ]; then
+    echo "setup-system: missing ${need[*]}, and no apt-get here: install them with this" \
+         "system's package manager; the privileged tests and the demo need them"
   else
     echo "setup-system: missing ${need[*]}; install them as root" \
          "(Debian/Ubuntu: apt-get install ${need[*]}): the privileged tests and the demo need them"

@@ -33,8 +33,8 @@ __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_
            "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus", "yield_cpu",
            "namespace_tag", "unlink_segment", "segment_path", "open_segment_readonly",
            "segment_created", "chown_segment", "O_NOFOLLOW", "O_CLOEXEC", "O_NONBLOCK",
-           "STOP_SIGNALS", "IGNORED_SIGNALS", "CHILD_IGNORED_SIGNALS", "hold_segment",
-           "segment_in_use", "reserve_segment", "segment_space", "drop_bounding_set",
+           "STOP_SIGNALS", "IGNORED_SIGNALS", "CHILD_IGNORED_SIGNALS", "claim_segment",
+           "reserve_segment", "segment_space", "drop_bounding_set",
            "set_no_new_privs"]
 
 NAME: str = _impl.NAME
@@ -63,8 +63,7 @@ O_NONBLOCK: int = _impl.O_NONBLOCK
 STOP_SIGNALS: tuple = _impl.STOP_SIGNALS            # the supervisor stops cleanly on these
 IGNORED_SIGNALS: tuple = _impl.IGNORED_SIGNALS      # ...and ignores these
 CHILD_IGNORED_SIGNALS: tuple = _impl.CHILD_IGNORED_SIGNALS  # the children ignore these
-hold_segment = _impl.hold_segment                   # (segment): the run holds its name
-segment_in_use = _impl.segment_in_use               # (name) -> a live run holds it
+claim_segment = _impl.claim_segment                 # (name, size) -> a descriptor held for the run
 reserve_segment = _impl.reserve_segment             # (segment): back every page now
 segment_space = _impl.segment_space                 # () -> bytes free for segments, or None
 drop_bounding_set = _impl.drop_bounding_set         # --user, before setuid: no caps after exec

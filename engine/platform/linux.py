@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import select
 import signal
@@ -96,7 +97,7 @@ def namespace_tag() -> str:
 
 # POSIX shared memory, as on any POSIX system
 open_segment_readonly, segment_created = portable.open_segment_readonly, portable.segment_created
-hold_segment, segment_in_use = portable.hold_segment, portable.segment_in_use
+claim_segment = portable.claim_segment
 reserve_segment, segment_space = portable.reserve_segment, portable.segment_space
 
 
@@ -123,8 +124,12 @@ def drop_bounding_set() -> None:
     """--user, while still root: empty the capability bounding set, so that no program a
     process of the engine might exec could regain a capability."""
     libc = ctypes.CDLL(None, use_errno=True)
-    for cap in range(_last_cap() + 1):
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    failed = [cap for cap in range(_last_cap() + 1)
+              if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0]
+    if failed:  # no CAP_SETPCAP (some containers): say so rather than claim it was done
+        logging.getLogger("engine").warning(
+            "--user: %d capabilities stay in the bounding set (%s)", len(failed),
+            os.strerror(ctypes.get_errno()))
 
 
 def set_no_new_privs() -> None:

@@ -9,6 +9,7 @@ through a thread that waits on the parent's sentinel, which every start method p
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import multiprocessing
 import multiprocessing.connection
@@ -171,38 +172,49 @@ def unlink_segment(name: str) -> bool:
         return False
 
 
-# ---- a live run's hold on its segments (POSIX shared memory outlives a crashed run, so
-# the next start reclaims what it finds; a live run's must be told apart)
-def _flock(fd: int, exclusive: bool) -> bool:
-    """flock(2) without waiting; False when another process holds it (True where there
-    is no flock: then nothing can be told apart, and nothing is refused)."""
+# ---- a live run's hold on its name (POSIX shared memory outlives a crashed run, so the
+# next start reclaims what it finds; a live run's segments must never be taken)
+def _flock(fd: int) -> bool:
+    """An exclusive flock(2) without waiting; False when another process holds one. True
+    where flock is missing or refused for shared memory (nothing can be told apart there,
+    so nothing is refused)."""
     try:
         import fcntl
     except ImportError:
         return True
     try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        return True
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError:   # ENOTSUP, EBADF: no flock on this kind of descriptor
+        pass
+    return True
 
 
-def hold_segment(seg) -> None:
-    """The supervisor, on the control segment it made: held for the whole run."""
-    _flock(seg._fd, exclusive=True)
-
-
-def segment_in_use(name: str) -> bool:
-    """Whether a live run holds segment `name` (hold_segment)."""
+def claim_segment(name: str, size: int):
+    """Take segment `name` for this run: opened, or made, 0600 and ours; locked for as long
+    as the returned descriptor stays open; emptied and sized. The lock comes before
+    anything is reclaimed, so a second run can neither unlink a live run's segments nor
+    start beside it. BlockingIOError when a live run holds it; PermissionError when it
+    belongs to another user."""
+    import _posixshmem
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        import _posixshmem
-        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
-    except (ImportError, OSError):
-        return False
-    try:
-        return not _flock(fd, exclusive=False)
-    finally:
-        os.close(fd)
+        if os.fstat(fd).st_uid != os.geteuid():  # another user's leftover, or planted
+            os.close(fd)
+            fd = -1
+            _posixshmem.shm_unlink("/" + name)   # root may; anyone else: PermissionError
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        if not _flock(fd):
+            raise BlockingIOError(errno.EWOULDBLOCK, f"{name} is held by a live run")
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)      # a crashed run's contents are gone
+        os.ftruncate(fd, size)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return fd
 
 
 def reserve_segment(seg) -> None:

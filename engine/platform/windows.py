@@ -183,13 +183,9 @@ def segment_created(name: str):
 
 
 # A named mapping lives while a handle to it does: nothing outlives a run, so nothing is
-# reclaimed or held, and the paging file backs it when it is made.
-def hold_segment(seg) -> None:
-    pass
-
-
-def segment_in_use(name: str) -> bool:
-    return False
+# reclaimed or claimed, and the paging file backs it when it is made.
+def claim_segment(name: str, size: int):
+    return None  # a name in use makes SharedMemory(create=True) fail instead
 
 
 def reserve_segment(seg) -> None:
