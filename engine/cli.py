@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import subprocess
 import sys
 from typing import List, Optional
 
 from .config import (DEFAULT_DEVICE, DEFAULT_MEMORY_DEVICE, DRIVERS, MODES, START_METHODS,
                      Config, parse_address)
-from . import platform
+from . import platform, safefile
 from .errors import ConfigError, EngineError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -98,6 +100,29 @@ def _check_user(user: Optional[str]) -> None:
         raise ConfigError(f"--user {user!r}: no such user") from None
 
 
+def _check_runtime_for(user: Optional[str]) -> None:
+    """--user: that account must be able to run this Python and import the engine, since
+    after the drop the supervisor starts its children as that user (a venv under root's
+    home, say, it cannot read)."""
+    if user is None or not platform.CAN_DROP_PRIVILEGES:
+        return
+    if os.geteuid() != 0:
+        raise ConfigError(f"--user {user}: needs root (to drop it)")
+    import pwd
+    pw = pwd.getpwnam(user)
+    probe = f"import sys; sys.path[:0] = {sys.path!r}; import engine.loops"
+    try:
+        p = subprocess.run([sys.executable, "-c", probe], user=pw.pw_uid, group=pw.pw_gid,
+                           extra_groups=os.getgrouplist(user, pw.pw_gid), cwd="/",
+                           capture_output=True, text=True, timeout=60)
+        why = p.returncode and (p.stderr.strip().splitlines() or [f"status {p.returncode}"])[-1]
+    except OSError as e:   # it cannot even execute the interpreter
+        why = e.strerror
+    if why:
+        raise ConfigError(f"--user {user}: that account cannot run {sys.executable} with the "
+                          f"engine ({why}); install the engine where it can read it")
+
+
 def config_from_args(a: argparse.Namespace) -> Config:
     _check_user(a.user)
     return Config(
@@ -146,9 +171,14 @@ def _main(argv: List[str]) -> int:
         from .supervisor import topology
         print(topology(cfg.workers))
         return 0
+    try:   # what can be checked before anything is made: an argument error, exit 2
+        _check_runtime_for(cfg.user)
+        stats_file = cfg.stats_file and safefile.open_append(cfg.stats_file, "--stats-file")
+    except EngineError as e:
+        parser.error(str(e))
     from .supervisor import Supervisor
     try:
-        return Supervisor(cfg).run()
+        return Supervisor(cfg, stats_file or None).run()
     except EngineError as e:
         print(f"engine: error: {e}", file=sys.stderr)
         return 1

@@ -243,7 +243,7 @@ class Dumper:
     final(): the last JSON line (event "final"), then the file is closed.
     """
 
-    def __init__(self, cfg, mapped, workers: int, stream=None) -> None:
+    def __init__(self, cfg, mapped, workers: int, stream=None, stats_fd=None) -> None:
         self.mapped, self.workers, self.device = mapped, workers, cfg.device
         self.interval = cfg.stats_interval
         self.stream = sys.stderr if stream is None else stream
@@ -251,8 +251,9 @@ class Dumper:
         self._procs: Dict[int, psutil.Process] = {}
         self._file = None
         self._write_failed = self._finished = self._stream_failed = False
-        if cfg.stats_file:
-            fd, _ = safefile.open_append(cfg.stats_file, "--stats-file")
+        if cfg.stats_file:  # opened already, before anything was made (engine/cli.py)
+            fd = stats_fd if stats_fd is not None else safefile.open_append(
+                cfg.stats_file, "--stats-file")[0]
             self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
         self.last = self._take()  # the baseline: rates start here, and psutil is primed
         self._due: Optional[float] = self.last.monotonic + self.interval if self.interval else None

@@ -78,7 +78,9 @@ def reopen(path: str, identity: Optional[Tuple[int, int]], option: str) -> int:
     fd = os.open(path, _append_flags())
     try:
         st = check_regular(fd, path, option)
-        if identity is not None and (st.st_dev, st.st_ino) != identity:
+        # the same inode, and ours: an inode number can be reused by a file made since
+        if (identity is not None and (st.st_dev, st.st_ino) != identity) or \
+                not platform.owned_by_us(st):
             raise EngineError(f"{option} {path}: replaced while the engine ran")
     except EngineError:
         os.close(fd)

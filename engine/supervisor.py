@@ -87,8 +87,10 @@ def provision(cfg: Config, dev):
 
 
 class Supervisor:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, stats_file=None) -> None:
+        """`stats_file`: (descriptor, whether it was made) of --stats-file, opened early."""
         self.cfg = cfg
+        self.stats_file = stats_file
         self.mp = multiprocessing.get_context(cfg.start_method)
         if cfg.start_method == "forkserver":
             self.mp.set_forkserver_preload(["engine.loops", "engine.forkserver_init"])
@@ -150,7 +152,9 @@ class Supervisor:
                          "(offload off; --offload if they carry a virtio_net_hdr)")
             try:
                 if cfg.user:
-                    _drop_privileges(cfg.user, prefix, pcap_fd)
+                    new_stats = self.stats_file[0] if self.stats_file and self.stats_file[1] \
+                        else None
+                    _drop_privileges(cfg.user, prefix, [pcap_fd, new_stats])
             finally:
                 if pcap_fd is not None:
                     os.close(pcap_fd)
@@ -161,7 +165,8 @@ class Supervisor:
     def _supervise(self) -> int:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         input_end = getattr(self.dev, "frames_total", None)  # a finite input: a replay
-        dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers)
+        dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers,
+                        stats_fd=self.stats_file[0] if self.stats_file else None)
         self.dump_requested = False
         if platform.STATS_SIGNAL is not None:  # `kill -USR1 <supervisor pid>` dumps stats now
             signal.signal(platform.STATS_SIGNAL, self._on_usr1)
@@ -352,11 +357,11 @@ def _actor_index(name: str, workers: int) -> int:
     return 0 if name == "reader" else workers + 1
 
 
-def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
+def _drop_privileges(user: str, prefix: str, files: list) -> None:
     """Give up root once the device is open (DESIGN.md invariant 7): the run's segments
-    and the capture file are handed to `user` (the file by its descriptor, never by a
-    path that may have changed), then supplementary groups, gid and uid are set, in
-    that order."""
+    and the files it made (--pcap, a new --stats-file) are handed to `user` (a file by its
+    descriptor, never by a path that may have changed), then supplementary groups, gid
+    and uid are set, in that order."""
     import pwd
     try:
         pw = pwd.getpwnam(user)
@@ -364,8 +369,9 @@ def _drop_privileges(user: str, prefix: str, pcap_fd: Optional[int]) -> None:
         raise EngineError(f"--user {user!r}: no such user") from None
     for part in ("pool", "ctl"):
         platform.chown_segment(f"{prefix}.{part}", pw.pw_uid, pw.pw_gid)
-    if pcap_fd is not None:
-        os.fchown(pcap_fd, pw.pw_uid, pw.pw_gid)
+    for fd in files:
+        if fd is not None:
+            os.fchown(fd, pw.pw_uid, pw.pw_gid)
     # while root still can: no program the engine's processes might exec regains a
     # capability (the bounding set), nor any privilege through setuid bits (no_new_privs)
     platform.drop_bounding_set()

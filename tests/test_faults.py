@@ -321,3 +321,36 @@ def test_a_second_run_starting_meanwhile_cannot_take_the_name():
     finally:
         first.join(30)
     assert not glob.glob(f"/dev/shm/{prefix}.*")
+
+
+def test_a_pcap_replaced_under_the_engine_ends_the_capture_not_the_actor(tmp_path, caplog):
+    """An actor reopens the file the supervisor made; if the path now names another file
+    (replaced by whoever controls the directory), capturing stops, with one warning."""
+    import types
+    from engine import loops
+    cap, fd = Capture.create(str(tmp_path / "c.pcap"), 100)
+    os.close(fd)
+    os.unlink(cap.path)
+    (tmp_path / "other").write_bytes(b"not ours")
+    (tmp_path / "c.pcap").symlink_to(tmp_path / "other")
+    layout = shm.Layout(1, 64, 128, 16)
+    m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert loops._open_capture(types.SimpleNamespace(capture=cap), m) is None
+    assert m.ctl[shm.CAPTURE_ENDED] == 1
+    assert [r.message for r in caplog.records if "capture stopped" in r.message], caplog.records
+    assert (tmp_path / "other").read_bytes() == b"not ours"
+
+
+@pytest.mark.privileged
+def test_an_unwritable_stats_file_is_refused_before_the_device_is_made():
+    from netns import Netns
+    ns = Netns()
+    try:
+        p = ns.run(sys.executable, "-m", "engine", "--device", "mir0", "--address",
+                   "198.18.0.1/24", "--stats-file", "/nonexistent/dir/s.jsonl", timeout=60)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert "--stats-file /nonexistent/dir/s.jsonl" in p.stderr.strip().splitlines()[-1]
+        assert ns.links() == ["lo"], "nothing is made before the arguments are checked"
+    finally:
+        ns.close()

@@ -311,3 +311,20 @@ def test_provisioned_device_runs_without_root(user, runtime):
             again.stderr
     finally:
         ns.close()
+
+
+def test_user_that_cannot_read_the_engine_is_refused_before_anything_is_made(user, tmp_path):
+    """The engine run from a copy below root's private temporary directory: the account
+    given to --user could not import it after the drop, so the engine says so at once."""
+    code = tmp_path / "code"
+    shutil.copytree(os.path.join(ROOT, "engine"), code / "engine")
+    shutil.copytree(os.path.join(ROOT, "provisioning"), code / "provisioning")
+    ns = Netns()
+    try:
+        p = ns.run("env", f"--chdir={code}", f"PYTHONPATH={code}", PY, "-m", "engine",
+                   "--device", "mir0", "--address", "198.18.0.1/24", "--user", USER, timeout=60)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert f"--user {USER}: that account cannot run" in p.stderr.strip().splitlines()[-1]
+        assert ns.links() == ["lo"] and ns.shm_segments("mir0") == []
+    finally:
+        ns.close()

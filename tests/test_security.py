@@ -90,7 +90,7 @@ def test_stats_file_is_appended_only_when_it_is_a_plain_file_of_its_own(tmp_path
     else:
         os.link(victim, path)
         why = "another hard link"
-    one_line_error(replay_with(tmp_path, "--stats-file", str(path)), 1, "--stats-file", why)
+    one_line_error(replay_with(tmp_path, "--stats-file", str(path)), 2, "--stats-file", why)
     assert victim.read_text() == "secret\n"
 
 

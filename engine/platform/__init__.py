@@ -33,7 +33,7 @@ __all__ = ["NAME", "DEFAULT_DRIVER", "DEFAULT_START_METHOD", "STATS_SIGNAL", "O_
            "die_with_parent", "ChildGuard", "usable_cpus", "share_cpus", "yield_cpu",
            "namespace_tag", "unlink_segment", "segment_path", "open_segment_readonly",
            "segment_created", "chown_segment", "O_NOFOLLOW", "O_CLOEXEC", "O_NONBLOCK",
-           "STOP_SIGNALS", "IGNORED_SIGNALS", "CHILD_IGNORED_SIGNALS", "claim_segment",
+           "STOP_SIGNALS", "IGNORED_SIGNALS", "CHILD_IGNORED_SIGNALS", "claim_segment", "owned_by_us",
            "reserve_segment", "segment_space", "drop_bounding_set",
            "set_no_new_privs"]
 
@@ -64,6 +64,7 @@ STOP_SIGNALS: tuple = _impl.STOP_SIGNALS            # the supervisor stops clean
 IGNORED_SIGNALS: tuple = _impl.IGNORED_SIGNALS      # ...and ignores these
 CHILD_IGNORED_SIGNALS: tuple = _impl.CHILD_IGNORED_SIGNALS  # the children ignore these
 claim_segment = _impl.claim_segment                 # (name, size) -> a descriptor held for the run
+owned_by_us = _impl.owned_by_us                     # (stat) -> the file is this user's
 reserve_segment = _impl.reserve_segment             # (segment): back every page now
 segment_space = _impl.segment_space                 # () -> bytes free for segments, or None
 drop_bounding_set = _impl.drop_bounding_set         # --user, before setuid: no caps after exec

@@ -97,7 +97,7 @@ def namespace_tag() -> str:
 
 # POSIX shared memory, as on any POSIX system
 open_segment_readonly, segment_created = portable.open_segment_readonly, portable.segment_created
-claim_segment = portable.claim_segment
+claim_segment, owned_by_us = portable.claim_segment, portable.owned_by_us
 reserve_segment, segment_space = portable.reserve_segment, portable.segment_space
 
 

@@ -217,6 +217,11 @@ def claim_segment(name: str, size: int):
     return fd
 
 
+def owned_by_us(st: os.stat_result) -> bool:
+    """Whether a file (its stat) belongs to this process's user."""
+    return st.st_uid == os.geteuid()
+
+
 def reserve_segment(seg) -> None:
     """Back every page of a new segment now (posix_fallocate): tmpfs reserves nothing at
     ftruncate, so a /dev/shm smaller than the pool would fail later, at the first read

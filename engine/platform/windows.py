@@ -184,6 +184,10 @@ def segment_created(name: str):
 
 # A named mapping lives while a handle to it does: nothing outlives a run, so nothing is
 # reclaimed or claimed, and the paging file backs it when it is made.
+def owned_by_us(st) -> bool:
+    return True  # no uid in a Windows stat; the directory's ACL decides who can replace it
+
+
 def claim_segment(name: str, size: int):
     return None  # a name in use makes SharedMemory(create=True) fail instead
 
