@@ -68,10 +68,11 @@ def test_curl_download(mirror, tmp_path):
     srv = ns.popen(PY, "-m", "http.server", "8090", "--bind", "198.18.0.1",
                    "--directory", str(tmp_path))
     try:
-        for _ in range(50):
+        deadline = time.time() + 60   # a bound on the server's start-up, not a pace
+        while True:
             p = ns.run("curl", "-sS", "--max-time", "20", "-o", str(tmp_path / "got"),
                        "http://198.18.0.9:8090/blob")
-            if p.returncode != 7:  # 7: server not listening yet
+            if p.returncode != 7 or time.time() > deadline:  # 7: server not listening yet
                 break
             time.sleep(0.1)
         assert p.returncode == 0, p.stderr
