@@ -8,7 +8,7 @@ syscall per batch, and nothing at all when capture is off. The limit is checked 
 shared count in the control segment; two actors may overshoot it by at most a batch each.
 
 The file is new (engine/safefile.py: never through a link, 0600), and each actor reopens
-that same file, checked by device and inode. A capture never stops the mirror: a failed
+that same file, checked by device, inode and owner. A capture never stops the mirror: a failed
 write (a full disk) ends the capture with one warning, and mirroring goes on.
 """
 from __future__ import annotations

@@ -76,9 +76,6 @@ def snapshot(mapped, workers: int, procs_cache: Dict[int, psutil.Process],
     names = stats.actor_names(workers)
     counters = {a: dict(zip(stats.FIELDS, map(int, row))) for a, row in zip(names, rows)}
     totals = stats.totals(rows, workers)
-    totals["in_flight"] = totals["rx_frames"] - totals["tx_frames"] - totals["dropped"]
-    totals["in_flight_bytes"] = (totals["rx_bytes"] - totals["tx_bytes"]
-                                 - totals["dropped_bytes"])
     rings = {f"{e}{i}": getattr(mapped, e)(i).fill() for e in ("rx", "tx") for i in range(workers)}
     rings["free"] = mapped.free().fill()
     L = mapped.layout

@@ -92,8 +92,12 @@ def totals(rows: np.ndarray, workers: int) -> dict:
     the device. A TAP request the engine answered counts as carried, at its own length."""
     reader, writer = rows[0], rows[workers + 1]
     drops = {r: int(rows[:, DROP_BASE + i].sum()) for i, r in enumerate(DROP_REASONS)}
-    return {"rx_frames": int(reader[F["in_frames"]]), "rx_bytes": int(reader[F["in_bytes"]]),
-            "tx_frames": int(writer[F["out_frames"]] + reader[F["inline_frames"]]),
-            "tx_bytes": int(writer[F["out_bytes"]] + reader[F["inline_bytes"]]),
-            "drops": drops, "dropped": sum(drops.values()),
-            "dropped_bytes": int(rows[:, F["drop_bytes"]].sum())}
+    t = {"rx_frames": int(reader[F["in_frames"]]), "rx_bytes": int(reader[F["in_bytes"]]),
+         "tx_frames": int(writer[F["out_frames"]] + reader[F["inline_frames"]]),
+         "tx_bytes": int(writer[F["out_bytes"]] + reader[F["inline_bytes"]]),
+         "drops": drops, "dropped": sum(drops.values()),
+         "dropped_bytes": int(rows[:, F["drop_bytes"]].sum())}
+    # what is between read and written-or-dropped at this instant (0 when quiescent)
+    t["in_flight"] = t["rx_frames"] - t["tx_frames"] - t["dropped"]
+    t["in_flight_bytes"] = t["rx_bytes"] - t["tx_bytes"] - t["dropped_bytes"]
+    return t

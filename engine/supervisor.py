@@ -90,7 +90,8 @@ class Supervisor:
     def __init__(self, cfg: Config, stats_file=None) -> None:
         """`stats_file`: (descriptor, whether it was made) of --stats-file, opened early."""
         self.cfg = cfg
-        self.stats_file = stats_file
+        self.stats_fd, stats_made = stats_file or (None, False)
+        self.stats_made = self.stats_fd if stats_made else None   # to hand to --user
         self.mp = multiprocessing.get_context(cfg.start_method)
         if cfg.start_method == "forkserver":
             self.mp.set_forkserver_preload(["engine.loops", "engine.forkserver_init"])
@@ -152,9 +153,7 @@ class Supervisor:
                          "(offload off; --offload if they carry a virtio_net_hdr)")
             try:
                 if cfg.user:
-                    new_stats = self.stats_file[0] if self.stats_file and self.stats_file[1] \
-                        else None
-                    _drop_privileges(cfg.user, prefix, [pcap_fd, new_stats])
+                    _drop_privileges(cfg.user, prefix, [pcap_fd, self.stats_made])
             finally:
                 if pcap_fd is not None:
                     os.close(pcap_fd)
@@ -166,7 +165,7 @@ class Supervisor:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         input_end = getattr(self.dev, "frames_total", None)  # a finite input: a replay
         dumper = Dumper(self.cfg, self.segments.mapped, self.cfg.workers,
-                        stats_fd=self.stats_file[0] if self.stats_file else None)
+                        stats_fd=self.stats_fd)
         self.dump_requested = False
         if platform.STATS_SIGNAL is not None:  # `kill -USR1 <supervisor pid>` dumps stats now
             signal.signal(platform.STATS_SIGNAL, self._on_usr1)
@@ -209,8 +208,7 @@ class Supervisor:
         the reader mirrored itself count as sent before their write: READER_UNSENT)."""
         m = self.segments.mapped
         t = stats.totals(m.counters, self.cfg.workers)
-        return (t["rx_frames"] >= frames and t["rx_frames"] == t["tx_frames"] + t["dropped"]
-                and not m.ctl[shm.READER_UNSENT])
+        return t["rx_frames"] >= frames and not t["in_flight"] and not m.ctl[shm.READER_UNSENT]
 
     def _on_usr1(self, _signum, _frame) -> None:
         self.dump_requested = True  # the main loop dumps (no I/O in a signal handler)
@@ -276,9 +274,10 @@ class Supervisor:
             # child's status (the child died of the forkserver's death, which may still be
             # going on). That death is one restart toward the limit, not one per actor.
             server = self._dead_parent(name, FORKSERVER_WAIT if p.exitcode == 255 else 0.0)
-            if server is None or server not in self.dead_servers:
+            if server is None:
                 self.restarts.append(now)
-            if server is not None and server not in self.dead_servers:
+            elif server not in self.dead_servers:
+                self.restarts.append(now)
                 self.dead_servers.add(server)
                 log.warning("the forkserver (pid %d) died, and every actor with it", server)
             if len(self.restarts) > RESTART_LIMIT:

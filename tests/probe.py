@@ -54,8 +54,6 @@ class Probe:
     def totals(self) -> dict:
         rows = self.view.counters.copy()
         t = stats.totals(rows, self.workers)
-        t["in_flight"] = t["rx_frames"] - t["tx_frames"] - t["dropped"]
-        t["in_flight_bytes"] = t["rx_bytes"] - t["tx_bytes"] - t["dropped_bytes"]
         t["restarts"] = int(rows[:, stats.F["restarts"]].sum())
         return t
 
