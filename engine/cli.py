@@ -110,7 +110,7 @@ def _check_runtime_for(user: Optional[str]) -> None:
         raise ConfigError(f"--user {user}: needs root (to drop it)")
     import pwd
     pw = pwd.getpwnam(user)
-    probe = f"import sys; sys.path[:0] = {sys.path!r}; import engine.loops"
+    probe = f"import sys; sys.path[:0] = {sys.path!r}; import engine.reader"
     try:
         p = subprocess.run([sys.executable, "-c", probe], user=pw.pw_uid, group=pw.pw_gid,
                            extra_groups=os.getgrouplist(user, pw.pw_gid), cwd="/",
@@ -168,8 +168,8 @@ def _main(argv: List[str]) -> int:
     except ConfigError as e:
         parser.error(str(e))
     if args.show_topology:
-        from .supervisor import topology
-        print(topology(cfg.workers))
+        from .topology import describe
+        print(describe(cfg.workers))
         return 0
     try:   # what can be checked before anything is made: an argument error, exit 2
         _check_runtime_for(cfg.user)

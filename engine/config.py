@@ -75,7 +75,7 @@ class Config:
     stats_file: Optional[str] = None
     pcap: Optional[str] = None      # capture mirrored frames here
     pcap_count: int = 100_000       # ...up to this many
-    inline: str = "auto"            # when the reader mirrors frames itself (engine/loops.py)
+    inline: str = "auto"            # when the reader mirrors frames itself (engine/read_plan.py)
     io: str = "auto"                # auto: io_uring batches where available; syscall: never
     start_method: str = platform.DEFAULT_START_METHOD  # forkserver on Linux (engine/platform)
     wintun_dll: Optional[str] = None

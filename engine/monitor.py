@@ -34,13 +34,13 @@ from typing import Dict, Optional
 import numpy as np
 import psutil
 
-from . import platform, safefile, shm, stats
+from . import journal, platform, safefile, stats, topology
 
 log = logging.getLogger("engine")
 
 # ctl words 4..7 of the first cache line: the numbers the Layout derives from. Written by
 # shm.Segments at creation, so an outside reader needs nothing but the segment.
-LAYOUT_WORDS = shm.LAYOUT_WORDS
+LAYOUT_WORDS = journal.LAYOUT_WORDS
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def snapshot(mapped, workers: int, procs_cache: Dict[int, psutil.Process],
              device: str = "") -> Snapshot:
     """Observe the run behind `mapped` (a shm.Mapped, or the stats tool's read-only view)."""
     rows = np.array(mapped.counters)  # one copy
-    names = stats.actor_names(workers)
+    names = topology.actor_names(workers)
     counters = {a: dict(zip(stats.FIELDS, map(int, row))) for a, row in zip(names, rows)}
     totals = stats.totals(rows, workers)
     rings = {f"{e}{i}": getattr(mapped, e)(i).fill() for e in ("rx", "tx") for i in range(workers)}
@@ -86,9 +86,9 @@ def snapshot(mapped, workers: int, procs_cache: Dict[int, psutil.Process],
 
 def engine_pids(mapped, workers: int) -> Dict[str, int]:
     """role -> pid of every engine process that has announced itself in shared memory."""
-    sup = int(mapped.ctl[shm.SUPERVISOR_PID])
+    sup = int(mapped.ctl[journal.SUPERVISOR_PID])
     roles = {"supervisor": sup} if sup else {}
-    for name, pid in zip(stats.actor_names(workers), mapped.ready):
+    for name, pid in zip(topology.actor_names(workers), mapped.ready):
         if pid:
             roles[name] = int(pid)
     return roles

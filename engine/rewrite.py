@@ -452,7 +452,7 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
 def reflect(buf, o: int) -> None:
     """Swap source and destination of the IPv4 or IPv6 header at buf[o:] in place, with no
     check at all: for a private copy of a header the rule has already seen (the lone
-    path's rehearsal, engine/loops.py). Anything else is left as it is."""
+    reader's rehearsal, engine/reader.py). Anything else is left as it is."""
     ver = buf[o] >> 4
     if ver == 4:
         src, dst = _ADDR4.unpack_from(buf, o + IPV4_SRC)

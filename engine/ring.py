@@ -3,7 +3,7 @@
 Theory of operation (after Snabb's interlink, itself MCRingBuffer; LINUX.md §4, §5):
 
 - A ring moves *descriptors*: a pool slot index and a frame length (two uint32 arrays).
-  Frames stay where the read syscall put them (engine/pool.py).
+  Frames stay in the pool slot the read syscall put them in (engine/shm.py).
 - Two free-running uint64 cursors, each on its own 64-byte line so producer and consumer
   do not share a cache line: `write` (next entry the producer fills; only the producer
   stores it) and `read` (next entry the consumer takes; only the consumer stores it).
@@ -103,7 +103,33 @@ class Ring:
         self._read += n
         self._cur[_READ] = self._read  # publish
 
+    @property
+    def taken(self) -> int:
+        """Entries this consumer has released: its own read cursor."""
+        return self._read
+
     # ---- either end ----------------------------------------------------------------
+    @property
+    def pushed(self) -> int:
+        """Entries ever pushed, as published: the write cursor in shared memory (for the
+        producer itself, the same as its own)."""
+        return self._cur[_WRITE]
+
+    @property
+    def released(self) -> int:
+        """Entries ever released, as published: the read cursor in shared memory."""
+        return self._cur[_READ]
+
     def fill(self) -> int:
         """Current fill level as seen from shared memory (for stats and tests)."""
         return self._cur[_WRITE] - self._cur[_READ]
+
+    def entries(self, start: int, stop: int):
+        """(slots, lengths) of the entries at cursors start..stop-1, copied (recovery
+        scans what a dead actor left in a ring)."""
+        idx = np.arange(start, stop, dtype=np.int64) & self.mask
+        return self.slot[idx], self.length[idx]
+
+    def queued(self):
+        """(slots, lengths) of every entry between the published cursors."""
+        return self.entries(self._cur[_READ], self._cur[_WRITE])

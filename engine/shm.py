@@ -15,6 +15,7 @@ Every process derives the same `Layout` from the same numbers, then maps the seg
 """
 from __future__ import annotations
 
+import array
 import errno
 import os
 from dataclasses import dataclass
@@ -23,39 +24,11 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from . import platform, stats
+from .journal import CTL_WORDS, LAYOUT_WORDS
 from .errors import EngineError
 from .ring import Ring, ring_bytes
 
 LINE = 64
-# control words (uint64), four cache lines. Words 4..7 describe the layout, so an outside
-# reader (`python -m engine stats`) can rebuild it from the segment alone.
-STOP, READER_DONE, WRITER_DONE, SUPERVISOR_PID = 0, 1, 2, 3
-WORKERS, POOL_FRAMES, SLOT_SIZE, RX_CAPACITY = 4, 5, 6, 7
-CAPTURED = 8  # frames written to --pcap (second cache line: it changes under load)
-# the writer's journal (engine/loops.py, _recover_writer): which tx ring it is returning
-# slots from (index + 1, 0 = none), up to which cursor, and the free ring's write cursor
-# before the return
-WRITER_RING, WRITER_UPTO, WRITER_FREE_BEFORE = 9, 10, 11
-# ...and the counts of that run, added at recovery if the writer died before committing them
-WRITER_IN, WRITER_OUT, WRITER_BYTES, WRITER_ERR = 12, 13, 14, 15
-# the reader's journal (engine/recovery.py): the batch in hand (a sequence number, its
-# frame count) and the frames handed to the workers before it
-READER_PENDING, READER_PUSHED, READER_SEQ = 16, 17, 18
-# ...and the frames its last batch mirrored inline, counted as sent but not yet written
-READER_UNSENT = 19
-# 1 while the reader sleeps waiting for room in a full worker ring (workers then wake it)
-READER_ROOM = 20
-# ...the bytes of its batch in hand, and of the part of it already pushed (in
-# READER_PUSHED_FRAMES frames), and which rx ring it is pushing to (index + 1): the last
-# push may have been published before its bytes were added here
-READER_PENDING_BYTES, READER_PUSHED_BYTES, READER_PUSHED_FRAMES = 21, 22, 23
-READER_PUSHING = 24
-# ...and the bytes of the frames in READER_UNSENT
-READER_UNSENT_BYTES = 25
-# 1 once a --pcap write failed: every actor stops capturing (CAPTURED keeps its count)
-CAPTURE_ENDED = 26
-LAYOUT_WORDS = slice(WORKERS, RX_CAPACITY + 1)  # in Layout's field order
-_CTL_WORDS = 32
 
 
 def _align(n: int) -> int:
@@ -94,7 +67,7 @@ class Layout:
     # offsets
     @property
     def worker_done_at(self) -> int:
-        return _CTL_WORDS * 8
+        return CTL_WORDS * 8
 
     @property
     def worker_busy_at(self) -> int:
@@ -170,9 +143,9 @@ class Mapped:
         self.frames = np.frombuffer(pool_buf, np.uint8, L.pool_bytes).reshape(
             L.pool_frames, L.slot_size)
         mv = memoryview(ctl_buf)
-        self.ctl = mv[:_CTL_WORDS * 8].cast("Q")
+        self.ctl = mv[:CTL_WORDS * 8].cast("Q")
         self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
-        # worker i's rx cursor after the run it is rewriting, 0 when idle (_recover_worker)
+        # worker i's rx cursor after the run it is rewriting, 0 when idle (journal.py)
         self.worker_busy = mv[L.worker_busy_at:L.worker_busy_at + 8 * L.workers].cast("Q")
         self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
         self.counters = stats.counters_view(mv[L.counters_at:L.rings_at], L.workers)
@@ -263,9 +236,8 @@ class Segments:
             self.unlink()
             raise
         self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
-        for word, value in zip(range(WORKERS, RX_CAPACITY + 1), (
-                layout.workers, layout.pool_frames, layout.slot_size, layout.rx_capacity)):
-            self.mapped.ctl[word] = value
+        self.mapped.ctl[LAYOUT_WORDS] = array.array("Q", (
+            layout.workers, layout.pool_frames, layout.slot_size, layout.rx_capacity))
 
     def unlink(self) -> None:
         for seg in (self._pool, self._ctl):

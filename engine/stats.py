@@ -11,6 +11,9 @@ import struct
 
 import numpy as np
 
+from . import topology
+from .topology import READER
+
 # Why a frame was dropped. Every frame read is written or counted under one of these
 # (DESIGN.md invariant 2: rx = tx + drops at any quiescent moment).
 DROP_REASONS = (
@@ -44,10 +47,6 @@ F = {name: i for i, name in enumerate(FIELDS)}
 DROP_BASE = F["drop_not_ip"]
 HIST_BASE = F["batch_1"]
 NFIELDS = len(FIELDS)
-
-
-def actor_names(workers: int):
-    return ("reader", *(f"worker{i}" for i in range(workers)), "writer")
 
 
 def counters_bytes(workers: int) -> int:
@@ -90,7 +89,7 @@ def totals(rows: np.ndarray, workers: int) -> dict:
     the bytes handed to the device, a frame it refused included (that frame counts under
     write_error, not in tx_frames); dropped_bytes are those of the frames dropped before
     the device. A TAP request the engine answered counts as carried, at its own length."""
-    reader, writer = rows[0], rows[workers + 1]
+    reader, writer = rows[READER], rows[topology.writer(workers)]
     drops = {r: int(rows[:, DROP_BASE + i].sum()) for i, r in enumerate(DROP_REASONS)}
     t = {"rx_frames": int(reader[F["in_frames"]]), "rx_bytes": int(reader[F["in_bytes"]]),
          "tx_frames": int(writer[F["out_frames"]] + reader[F["inline_frames"]]),

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import psutil
 
-from . import monitor, platform, shm
+from . import journal, monitor, platform, shm
 from .stats import counters_view
 from .config import DEFAULT_DEVICE, Config
 from .errors import ConfigError, EngineError
@@ -65,7 +65,7 @@ def attach_readonly(device: str, wait: float = START_WAIT):
     deadline = time.monotonic() + wait
     while True:
         buf, header, created = _map(name, path, device)
-        if header is not None and header[shm.SUPERVISOR_PID] and all(header[monitor.LAYOUT_WORDS]):
+        if header is not None and header[journal.SUPERVISOR_PID] and all(header[monitor.LAYOUT_WORDS]):
             break
         if time.monotonic() >= deadline:  # segment without a (complete) header
             raise NoEngine(f"the engine on {device} is still starting, or predates the stats "
@@ -75,7 +75,7 @@ def attach_readonly(device: str, wait: float = START_WAIT):
     if not layout.ctl_bytes <= len(buf) < layout.ctl_bytes + mmap.ALLOCATIONGRANULARITY:
         raise NoEngine(f"{path}: {len(buf)} bytes, but its header describes {layout.ctl_bytes} "
                        f"(an engine of another version?)")
-    sup = header[shm.SUPERVISOR_PID]
+    sup = header[journal.SUPERVISOR_PID]
     if not _alive_since(sup, created):
         raise NoEngine(f"no engine runs on device {device} in this network namespace (its "
                        f"supervisor, pid {sup}, is gone; the next start reclaims {path})")
@@ -106,7 +106,7 @@ def _alive_since(pid: int, created: float) -> bool:
 def still_running(view: CtlView, path: str) -> bool:
     """The segment we map is still the live one (not unlinked at the engine's exit)."""
     created = platform.segment_created(view.segment_name)
-    return created is not None and _alive_since(int(view.ctl[shm.SUPERVISOR_PID]), created)
+    return created is not None and _alive_since(int(view.ctl[journal.SUPERVISOR_PID]), created)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,11 @@ from typing import Dict, Optional
 
 import psutil
 
-from . import loops, pcap, platform, shm, stats
+from . import journal, pcap, platform, shm, stats, topology
+from .actor import Context
+from .reader import EXIT_DEVICE_GONE, reader_loop
+from .worker import worker_loop
+from .writer import writer_loop
 from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, check_mirror_network, DEFAULT_ADDRESS
@@ -45,12 +49,6 @@ RESTART_LIMIT, RESTART_WINDOW = 10, 10.0
 CREATED_TXQUEUELEN = 2048  # the kernel default is 500
 DRAIN_TIMEOUT = 1.5  # seconds; DESIGN.md invariant 6 allows 2 s for the whole stop
 FORKSERVER_WAIT = 5.0  # seconds a restart waits for a killed forkserver to be replaced
-
-
-def topology(workers: int) -> str:
-    """The pipeline as text, e.g. for --show-topology."""
-    lines = [f"reader -> rx{i} -> worker{i} -> tx{i} -> writer" for i in range(workers)]
-    return "\n".join(lines + ["writer -> free -> reader"])
 
 
 def provision(cfg: Config, dev):
@@ -94,7 +92,8 @@ class Supervisor:
         self.stats_made = self.stats_fd if stats_made else None   # to hand to --user
         self.mp = multiprocessing.get_context(cfg.start_method)
         if cfg.start_method == "forkserver":
-            self.mp.set_forkserver_preload(["engine.loops", "engine.forkserver_init"])
+            self.mp.set_forkserver_preload(["engine.reader", "engine.worker", "engine.writer",
+                                            "engine.forkserver_init"])
         self.procs: Dict[str, multiprocessing.process.BaseProcess] = {}
         self.threads: list = []
         self.restarts: list = []
@@ -125,15 +124,15 @@ class Supervisor:
             layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
             prefix = shm.shm_prefix(dev.name)
             self.segments = shm.Segments(prefix, layout)
-            self.segments.mapped.ctl[shm.SUPERVISOR_PID] = os.getpid()
+            self.segments.mapped.ctl[journal.SUPERVISOR_PID] = os.getpid()
             wakes = tuple(platform.new_wake() for _ in range(layout.actors))
             capture = pcap_fd = None
             if cfg.pcap:
                 capture, pcap_fd = Capture.create(
                     cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
                     pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
-            self.ctx = loops.Context(prefix, layout, dev, rule, cfg.batch_size,
-                                     cfg.spin_us / 1e6, wakes, capture, cfg.inline)
+            self.ctx = Context(prefix, layout, dev, rule, cfg.batch_size,
+                               cfg.spin_us / 1e6, wakes, capture, cfg.inline)
             # workers never touch the device: they get none, so a device that cannot
             # leave this process (Wintun) or must not be held twice (TAP-Windows) is safe
             self.worker_ctx = dataclasses.replace(self.ctx, device=None)
@@ -143,7 +142,7 @@ class Supervisor:
                      "created" if dev.created else "attached", cfg.workers,
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
-            log.info("frames: %s", loops.backlog_plan(cfg.inline, cfg.workers))
+            log.info("frames: %s", topology.backlog_plan(cfg.inline, cfg.workers))
             log.info("processes: %s platform, start method %s, device I/O in %s",
                      platform.NAME, cfg.start_method,
                      "supervisor threads" if dev.io_threads else "reader and writer processes")
@@ -208,7 +207,7 @@ class Supervisor:
         the reader mirrored itself count as sent before their write: READER_UNSENT)."""
         m = self.segments.mapped
         t = stats.totals(m.counters, self.cfg.workers)
-        return t["rx_frames"] >= frames and not t["in_flight"] and not m.ctl[shm.READER_UNSENT]
+        return t["rx_frames"] >= frames and not t["in_flight"]
 
     def _on_usr1(self, _signum, _frame) -> None:
         self.dump_requested = True  # the main loop dumps (no I/O in a signal handler)
@@ -227,7 +226,7 @@ class Supervisor:
         TAP-Windows; see engine/tun/__init__.py) get their reader and writer as two
         threads of the supervisor itself. A dead I/O thread stops the engine."""
         m = self.segments.mapped
-        for name, body in (("reader", loops.reader_loop), ("writer", loops.writer_loop)):
+        for name, body in (("reader", reader_loop), ("writer", writer_loop)):
             t = threading.Thread(target=body, args=(self.ctx, m), name=f"engine-{name}",
                                  daemon=True)
             t.start()
@@ -235,9 +234,9 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         if name.startswith("worker"):
-            target, args = loops.worker_loop, (self.worker_ctx, int(name[6:]))
+            target, args = worker_loop, (self.worker_ctx, int(name[6:]))
         else:
-            target = {"reader": loops.reader_loop, "writer": loops.writer_loop}[name]
+            target = {"reader": reader_loop, "writer": writer_loop}[name]
             args = (self.ctx,)
         p = self.mp.Process(target=target, args=args, name=f"engine-{name}", daemon=True)
         deadline = time.monotonic() + FORKSERVER_WAIT
@@ -264,7 +263,7 @@ class Supervisor:
         dead = [(name, p) for name, p in self.procs.items() if not p.is_alive()]
         if not dead:
             return
-        if any(p.exitcode == loops.EXIT_DEVICE_GONE for _, p in dead):
+        if any(p.exitcode == EXIT_DEVICE_GONE for _, p in dead):
             self.stop_reason = f"error: device {self.dev.name} went away"
             return
         now = time.monotonic()
@@ -286,7 +285,7 @@ class Supervisor:
                                     f"{p.exitcode})")
                 return
             log.warning("%s (pid %s) exited with code %s; restarting it", name, p.pid, p.exitcode)
-            actor = _actor_index(name, self.cfg.workers)
+            actor = topology.actor_of(name, self.cfg.workers)
             self.segments.mapped.counters[actor][stats.F["restarts"]] += 1
             self._start(name)
 
@@ -308,12 +307,12 @@ class Supervisor:
 
     def _stop_children(self) -> None:
         m = self.segments.mapped
-        m.ctl[shm.STOP] = 1
+        m.ctl[journal.STOP] = 1
         reader = self.procs.get("reader")
         if reader is not None and not reader.is_alive():
             # a dead reader reads no more: say so for it, so the workers drain and stop
             # instead of waiting to be killed
-            m.ctl[shm.READER_DONE] = 1
+            m.ctl[journal.READER_DONE] = 1
         for wake in self.ctx.wakes:
             wake.set()
         deadline = time.monotonic() + DRAIN_TIMEOUT
@@ -348,12 +347,6 @@ class Supervisor:
             self.segments.unlink()
         if self.dev is not None:
             self.dev.close()
-
-
-def _actor_index(name: str, workers: int) -> int:
-    if name.startswith("worker"):
-        return 1 + int(name[6:])
-    return 0 if name == "reader" else workers + 1
 
 
 def _drop_privileges(user: str, prefix: str, files: list) -> None:

@@ -15,7 +15,7 @@ import time
 
 import psutil
 
-from engine import monitor, shm, stats
+from engine import journal, monitor, shm, stats
 from engine.stats_cli import CtlView
 
 from netns import PY, Netns
@@ -38,7 +38,7 @@ class Probe:
         finally:
             os.close(fd)
         header = struct.unpack_from("8Q", self.buf)
-        self.layout = shm.Layout(*header[shm.LAYOUT_WORDS])
+        self.layout = shm.Layout(*header[journal.LAYOUT_WORDS])
         self.view = CtlView(self.layout, self.buf)
         self.workers = self.layout.workers
         self.pool_frames = self.layout.pool_frames

@@ -227,7 +227,7 @@ def test_device_io_path(mirror, request):
 def test_idle_engine_uses_under_one_percent_of_a_core():
     """DESIGN invariant 5: an idle engine sleeps. Whole tree (supervisor, forkserver, reader,
     4 workers, writer), measured with psutil over 10 s starting 0.5 s after a ping (after
-    the reader's warm naps, engine/loops.py _Warm). The kernel accounts CPU time in 10-ms
+    the reader's warm naps, engine/actor.py Idle). The kernel accounts CPU time in 10-ms
     ticks: a shorter window would put one tick at 0.25 % of a core or more."""
     import psutil
     ns = Netns()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from engine import pcap, shm
+from engine import journal, pcap, shm
 from engine.capture import Capture
 from engine.config import Config
 from engine.monitor import Dumper
@@ -327,7 +327,7 @@ def test_a_pcap_replaced_under_the_engine_ends_the_capture_not_the_actor(tmp_pat
     """An actor reopens the file the supervisor made; if the path now names another file
     (replaced by whoever controls the directory), capturing stops, with one warning."""
     import types
-    from engine import loops
+    from engine import actor
     cap, fd = Capture.create(str(tmp_path / "c.pcap"), 100)
     os.close(fd)
     os.unlink(cap.path)
@@ -336,8 +336,8 @@ def test_a_pcap_replaced_under_the_engine_ends_the_capture_not_the_actor(tmp_pat
     layout = shm.Layout(1, 64, 128, 16)
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     with caplog.at_level(logging.WARNING, logger="engine"):
-        assert loops._open_capture(types.SimpleNamespace(capture=cap), m) is None
-    assert m.ctl[shm.CAPTURE_ENDED] == 1
+        assert actor.open_capture(types.SimpleNamespace(capture=cap), m) is None
+    assert m.ctl[journal.CAPTURE_ENDED] == 1
     assert [r.message for r in caplog.records if "capture stopped" in r.message], caplog.records
     assert (tmp_path / "other").read_bytes() == b"not ours"
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from engine import monitor, pcap, shm, stats, stats_cli
+from engine import journal, monitor, pcap, shm, stats, stats_cli, topology
 from engine.config import Config
 from engine.errors import EngineError
 from packets import ipv4, udp
@@ -31,7 +31,7 @@ def run():
     kids = [subprocess.Popen(["sleep", "60"]) for _ in range(W + 2)]
     try:
         m = seg.mapped
-        m.ctl[shm.SUPERVISOR_PID] = os.getpid()
+        m.ctl[journal.SUPERVISOR_PID] = os.getpid()
         for i, k in enumerate(kids):
             m.ready[i] = k.pid
         yield device, seg, kids
@@ -121,7 +121,7 @@ def test_json_is_one_line_and_round_trips(run):
 
 
 def snap(t, reader_in, dropped, cpu=12.5, rss=50 << 20, ctx=100, pid=4242):
-    counters = {a: {f: 0 for f in stats.FIELDS} for a in stats.actor_names(1)}
+    counters = {a: {f: 0 for f in stats.FIELDS} for a in topology.actor_names(1)}
     counters["reader"].update(in_frames=reader_in, in_bytes=reader_in * 125, out_frames=reader_in,
                               batches=reader_in // 10)
     counters["worker0"].update(in_frames=reader_in, out_frames=reader_in - dropped,
@@ -263,7 +263,7 @@ def test_attach_readonly_sees_the_same_counters(run):
     with pytest.raises((TypeError, ValueError)):        # read-only mapping
         view.counters[0][0] = 1
     with pytest.raises(TypeError):
-        view.ctl[shm.STOP] = 1
+        view.ctl[journal.STOP] = 1
     assert monitor.snapshot(view, W, {}, device).totals == \
         monitor.snapshot(seg.mapped, W, {}, device).totals
 
@@ -312,7 +312,7 @@ def test_stats_stale_segment_says_so(run, capsys):
     device, seg, _ = run
     gone = subprocess.Popen(["true"])
     gone.wait()
-    seg.mapped.ctl[shm.SUPERVISOR_PID] = gone.pid
+    seg.mapped.ctl[journal.SUPERVISOR_PID] = gone.pid
     assert stats_cli.main(["--device", device]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"pid {gone.pid}, is gone" in err
@@ -320,7 +320,7 @@ def test_stats_stale_segment_says_so(run, capsys):
 
 def test_stats_starting_engine(run, capsys):
     device, seg, _ = run
-    seg.mapped.ctl[shm.SUPERVISOR_PID] = 0   # segments made, supervisor not yet announced
+    seg.mapped.ctl[journal.SUPERVISOR_PID] = 0   # segments made, supervisor not yet announced
     with pytest.raises(stats_cli.NoEngine, match="still starting"):
         stats_cli.attach_readonly(device, wait=0.1)
 

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from engine import loops, platform
+from engine import actor, platform
 from engine.platform import portable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,9 @@ def test_this_linux_binds_the_linux_implementation():
     assert platform.namespace_tag() == str(os.stat("/proc/self/ns/net").st_ino)
 
 
-@pytest.mark.parametrize("path", ["engine/supervisor.py", "engine/loops.py", "engine/wake.py",
+@pytest.mark.parametrize("path", ["engine/supervisor.py", "engine/reader.py", "engine/worker.py",
+                                  "engine/writer.py", "engine/actor.py", "engine/journal.py",
+                                  "engine/read_plan.py", "engine/topology.py", "engine/wake.py",
                                   "engine/shm.py", "engine/config.py", "engine/capture.py",
                                   "engine/stats_cli.py", "engine/safefile.py",
                                   "engine/forkserver_init.py", "engine/cli.py"])
@@ -57,7 +59,7 @@ def test_a_child_starts_where_cdll_none_raises_type_error(monkeypatch):
     for impl in ("windows", "portable"):
         monkeypatch.setattr(platform, "die_with_parent",
                             __import__(f"engine.platform.{impl}", fromlist=["x"]).die_with_parent)
-        loops._child_setup()
+        actor.child_setup()
 
 
 @pytest.mark.parametrize("device", ["{11111111-2222-3333-4444-555555555555}", "Ethernet 3"])

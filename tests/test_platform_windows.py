@@ -10,7 +10,8 @@ import pickle
 
 import pytest
 
-from engine import loops, shm
+from engine import reader as reader_mod, shm
+from engine.actor import Context
 from engine.platform import windows as pw
 from engine.rewrite import Mirror
 from engine.config import parse_address
@@ -171,7 +172,7 @@ def test_a_workers_context_pickles_with_windows_wakes_and_no_device(k32, monkeyp
     monkeypatch.setattr(win32, "duplicate_for_child", FakeDup)
     layout = shm.Layout(2, 64, 2048, 16)
     wakes = tuple(pw.new_wake() for _ in range(layout.actors))
-    ctx = loops.Context("engine.x.0", layout, None,
+    ctx = Context("engine.x.0", layout, None,
                         Mirror(parse_address("198.18.0.1/24", 4, "--address"), None, 0, 0),
                         64, 0.0, wakes)
     child = pickle.loads(pickle.dumps(ctx))
@@ -263,15 +264,15 @@ def test_the_reader_sleeps_on_its_wake_event_and_the_devices_event_together(k32,
         def waitable(self):
             return 0x777
 
-    monkeypatch.setattr(loops.platform, "WAITS_ON_DEVICES", True)
+    monkeypatch.setattr(reader_mod.platform, "WAITS_ON_DEVICES", True)
     src = tmp_path / "in.pcap"
     pcap.write_frames(str(src), [])
     layout = shm.Layout(1, 64, 128, 16)
     m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
     wakes = tuple(pw.new_wake() for _ in range(layout.actors))
-    ctx = loops.Context("t", layout, EventDevice(str(src)),
+    ctx = Context("t", layout, EventDevice(str(src)),
                         Mirror(ipaddress.ip_interface("198.18.0.1/24")), 8, 0.0, wakes)
-    reader = loops._Reader(ctx, m)
+    reader = reader_mod.Reader(ctx, m)
     assert reader.watch == [0x777]
     reader.sleeper.sleep(lambda: False, 0.25)
     assert k32.calls[-1] == ("WaitForMultipleObjects", [wakes[0].handle, 0x777], False, 250)

@@ -1,5 +1,6 @@
-"""The reader (engine/loops.py _Reader) built over the in-memory device and private memory:
-its read size per step, its lone-frame path and the rehearsal of that path."""
+"""The reader (engine/reader.py) built over the in-memory device and private memory: its
+read size per step, its own mirror-and-write step with its one-frame bursts, and the
+rehearsal of that step. (The read plan alone, as a table: tests/test_read_plan.py.)"""
 import ipaddress
 import threading
 import time
@@ -7,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from engine import loops, pcap, shm
-from engine.loops import Context, _Reader
+from engine import journal, pcap, reader as reader_mod, shm, topology
+from engine.actor import Context
+from engine.read_plan import BIG_BURST, BIG_FRAME, LONE_BURST
+from engine.reader import Reader
 from engine.rewrite import Mirror, mirror_frame
 from engine.stats import DROP_REASONS, F
 from engine.tun.memory import MemoryDevice
@@ -42,7 +45,7 @@ def _reader(tmp_path, efds, frames, workers=1, inline="auto", batch=8, slot_size
     ctx = Context(prefix="t", layout=layout, device=dev, rule=Mirror(
         ipaddress.ip_interface("198.18.0.1/24")), batch=batch, spin_s=0.0,
         wakes=efds(workers + 2), inline=inline)
-    return _Reader(ctx, m), m, dev, sink
+    return Reader(ctx, m), m, dev, sink
 
 
 def _run_until(r, m, done, each=lambda: None, every=0.01, timeout=10):
@@ -56,7 +59,7 @@ def _run_until(r, m, done, each=lambda: None, every=0.01, timeout=10):
             each()
             time.sleep(every)
     finally:
-        m.ctl[shm.STOP] = 1
+        m.ctl[journal.STOP] = 1
         t.join(5)
 
 
@@ -69,7 +72,7 @@ def _run_until(r, m, done, each=lambda: None, every=0.01, timeout=10):
 def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
         tmp_path, efds, workers, inline, batch, expected):
     r = _reader(tmp_path, efds, [PING], workers, inline, batch)[0]
-    assert r.read_max == expected
+    assert r.policy.read_max == expected
 
 
 @pytest.mark.parametrize("inline,cpus,backlog,says", [
@@ -81,9 +84,9 @@ def test_a_step_reads_a_batch_per_worker_when_the_workers_take_the_backlog(
 def test_the_start_up_log_says_who_mirrors_and_the_reader_does_so(
         tmp_path, efds, monkeypatch, inline, cpus, backlog, says):
     monkeypatch.setattr(platform, "usable_cpus", lambda: cpus)
-    assert loops.reader_takes_backlog(inline) is backlog
-    assert says in loops.backlog_plan(inline, 4)
-    assert _reader(tmp_path, efds, [PING], 4, inline)[0].inline_backlog is backlog
+    assert topology.reader_takes_backlog(inline) is backlog
+    assert says in topology.backlog_plan(inline, 4)
+    assert _reader(tmp_path, efds, [PING], 4, inline)[0].policy.own_backlog is backlog
 
 
 def test_the_inline_path_reads_past_the_size_of_the_worker_rings(tmp_path, efds):
@@ -101,30 +104,30 @@ def test_the_inline_path_reads_past_the_size_of_the_worker_rings(tmp_path, efds)
     assert row[F["batch_32-63"]] + row[F["batch_64+"]] > 0
 
 
-def test_lone_frame_is_mirrored_written_and_counted(tmp_path, efds):
+def _own_burst(r, burst=LONE_BURST):
+    """A probe's frame taken by the reader's own step, as the loop takes it."""
+    slots, lens = r.read(1)
+    assert slots
+    r.own(slots, lens, burst)
+
+
+def test_a_lone_frame_is_mirrored_written_and_counted(tmp_path, efds):
     r, m, dev, sink = _reader(tmp_path, efds, [PING])
-    slot = r.stack.pop()
-    n = r.io.read_one(slot)
-    r.lone(slot, n)
+    _own_burst(r)
     dev.close()
     assert pcap.read_frames(str(sink)) == [swapped4(PING)]
     row = m.counters[0]
     assert (row[F["in_frames"]], row[F["inline_frames"]]) == (1, 1)
 
 
-def _lone_first(r):
-    slot = r.stack.pop()
-    return r.lone(slot, r.io.read_one(slot))
-
-
-def test_the_lone_path_takes_the_next_frame_in_the_same_journal_batch(tmp_path, efds):
+def test_a_one_frame_step_takes_the_next_frame_in_the_same_journal_entry(tmp_path, efds):
     """A frame and the one queued behind it (the kernel's answer to the first write) are
     written one after the other and counted as one batch of two, committed once."""
     second = ipv4("198.18.0.1", "198.18.0.7", udp(1000, 2000, b"reply"))
     third = ipv4("198.18.0.1", "198.18.0.8", udp(1000, 2000, b"later"))
     r, m, dev, sink = _reader(tmp_path, efds, [PING, second, third])
     slots = set(r.stack)
-    assert _lone_first(r) == loops.LONE_BURST == 2
+    _own_burst(r)
     assert set(r.stack) == slots   # every slot back
     dev.close()
     assert pcap.read_frames(str(sink)) == [swapped4(PING), swapped4(second)]  # not the third
@@ -132,63 +135,36 @@ def test_the_lone_path_takes_the_next_frame_in_the_same_journal_batch(tmp_path, 
     assert (row[F["in_frames"]], row[F["inline_frames"]], row[F["batches"]]) == (2, 2, 1)
     assert (row[F["batch_1"]], row[F["batch_2-3"]]) == (0, 1)
     assert row[F["in_bytes"]] == row[F["inline_bytes"]] == len(PING) + len(second)
-    assert row[F["journal"]] == m.ctl[shm.READER_SEQ] and m.ctl[shm.READER_PENDING] == 2
+    assert row[F["journal"]] == m.ctl[journal.READER_SEQ] and m.ctl[journal.READER_PENDING] == 2
     assert bytes(r.rehearsal[:len(second)]) == swapped4(second)   # the last frame taken
 
 
 def test_big_frames_go_frame_by_frame_where_the_reader_takes_the_backlog(tmp_path, efds):
-    """Frames that average BIG_FRAME bytes or more (offload super-packets) all take the
-    lone path, up to BIG_BURST in a row, once two in a row were big; a burst that
-    averages less ends it. Every frame is written once, in order."""
-    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1000 + i, 2000, bytes(loops.BIG_FRAME)))
-           for i in range(loops.BIG_BURST + 5)]
+    """Frames that average BIG_FRAME bytes or more (offload super-packets) go one frame
+    per step, BIG_BURST steps to a journal entry; the small frames after them end it.
+    Every frame is written once, in order."""
+    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1000 + i, 2000, bytes(BIG_FRAME)))
+           for i in range(2 * BIG_BURST + 20)]
     small = [ipv4("198.18.0.1", "198.18.0.6", udp(1, 2, b"ack"))] * 4
     r, m, dev, sink = _reader(tmp_path, efds, big + small, inline="always",
-                              slot_size=2 * loops.BIG_FRAME)
-    assert r.big_bursts and not r.big
-    assert _lone_first(r) == 0 and r.big                   # two big frames
-    assert _lone_first(r) == 0 and r.big                   # BIG_BURST more
-    assert _lone_first(r) == 7 and not r.big               # the last 3 big, 4 small
+                              slot_size=2 * BIG_FRAME)
+    total = len(big) + len(small)
+    _run_until(r, m, lambda: m.counters[0][F["inline_frames"]] >= total)
     dev.close()
     assert pcap.read_frames(str(sink)) == [swapped4(f) for f in big + small]
     row = m.counters[0]
-    assert (row[F["batches"]], row[F["batch_64+"]], row[F["inline_frames"]]) == (
-        3, 1, len(big) + len(small))
+    assert row[F["batch_64+"]] == 2 and row[F["batches"]] <= 7, row
 
 
-def test_a_step_of_big_frames_hands_the_next_ones_to_the_lone_path(tmp_path, efds):
-    """Two small frames, then big ones: the step after the lone pair reads big frames,
-    writes them, and the rest go frame by frame in long bursts, all in order."""
-    small = [ipv4("198.18.0.1", "198.18.0.6", udp(1, 2, b"ack"))] * 2
-    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1000 + i, 2000, bytes(loops.BIG_FRAME)))
-           for i in range(loops.BIG_BURST + 20)]
-    r, m, dev, sink = _reader(tmp_path, efds, small + big, inline="always",
-                              slot_size=2 * loops.BIG_FRAME)
-    total = len(small) + len(big)
-    _run_until(r, m, lambda: m.counters[0][F["inline_frames"]] >= total)
-    dev.close()
-    assert pcap.read_frames(str(sink)) == [swapped4(f) for f in small + big]
-    row = m.counters[0]
-    assert row[F["batch_64+"]] == 1 and row[F["batches"]] <= 5
-
-
-def test_small_frames_keep_the_lone_path_to_two_in_a_row(tmp_path, efds):
-    """Without big frames, or where the workers take the backlog, bursts stay at
-    LONE_BURST."""
-    big = [ipv4("198.18.0.1", "198.18.0.5", udp(1, 2, bytes(loops.BIG_FRAME)))] * 4
-    r = _reader(tmp_path, efds, big, inline="never", slot_size=2 * loops.BIG_FRAME)[0]
-    assert not r.big_bursts
-    r.inline_ok = r.lone_ok = True   # (--inline never takes no lone path at all)
-    assert _lone_first(r) == loops.LONE_BURST and not r.big
-
-
-def test_the_lone_path_counts_a_truncated_or_refused_frame_of_its_batch(tmp_path, efds):
+def test_a_one_frame_burst_counts_a_truncated_or_refused_frame(tmp_path, efds):
     """A frame the rule refuses does not stop the next read; a truncated second frame
     (as long as its slot) is counted too_big, never written."""
     refused = ipv4("198.18.0.9", "198.18.0.5", udp(1, 2, b"not ours"))
     big = ipv4("198.18.0.1", "198.18.0.5", udp(1, 2, bytes(400)))
     r, m, dev, sink = _reader(tmp_path, efds, [refused, big])
-    assert _lone_first(r) == 2
+    slots = set(r.stack)
+    _own_burst(r)
+    assert set(r.stack) == slots
     dev.close()
     assert pcap.read_frames(str(sink)) == []
     row = m.counters[0]
@@ -206,11 +182,10 @@ def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, ef
         seen.append((bytes(buf[:n]), DROP_REASONS[reason - 1] if reason else "forward"))
         return reason
 
-    monkeypatch.setattr(loops, "mirror_frame", spy)
+    monkeypatch.setattr(reader_mod, "mirror_frame", spy)
     r.rehearse()   # nothing seen yet: nothing to rehearse, and no error
     assert seen == []
-    slot = r.stack.pop()
-    r.lone(slot, r.io.read_one(slot))
+    _own_burst(r)
     assert seen == [(swapped4(PING), "forward")]
     counters, ctl, pool = m.counters.copy(), np.array(m.ctl).copy(), m.frames.copy()
     stack = list(r.stack)
@@ -225,12 +200,6 @@ def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, ef
     assert (np.array(m.ctl) == ctl).all()
     assert (m.frames == pool).all() and list(r.stack) == stack
     assert pcap.read_frames(str(sink)) == [swapped4(PING)]   # nothing more written
-
-
-def test_only_a_read_that_drained_the_device_shrinks_the_next_one():
-    assert loops._next_read(1, 1, 1) == 3            # all it asked for: grow
-    assert loops._next_read(1024, 100, 100) == 1024  # cut short by room: no smaller
-    assert loops._next_read(1024, 100, 40) == 81     # the device ran dry: follow it
 
 
 def test_behind_workers_the_reader_waits_for_room_for_a_real_step(tmp_path, efds):

@@ -64,7 +64,19 @@ def test_cursors_are_free_running(ring):
         start, n = r.peek(1)
         assert n == 1 and r.slot[start] == k
         r.release(1)
-    assert r._cur[0] == 100 and r._cur[8] == 100
+    assert r.pushed == r.released == r.taken == 100
+
+
+def test_entries_and_queued_name_what_lies_between_cursors_across_the_wrap(ring):
+    """What recovery reads of a ring a dead actor left: the entries by cursor, wrapped."""
+    r, _ = ring
+    cap = r.capacity
+    r.push(np.arange(cap - 2), np.arange(cap - 2))
+    r.release(cap - 2)
+    r.push(np.array([7, 8, 9, 10]), np.array([70, 80, 90, 100]))   # wraps after two
+    slots, lens = r.queued()
+    assert slots.tolist() == [7, 8, 9, 10] and lens.tolist() == [70, 80, 90, 100]
+    assert r.entries(r.taken + 1, r.pushed - 1)[0].tolist() == [8, 9]
 
 
 def _produce(name, count):

@@ -221,26 +221,3 @@ def test_fallback_when_io_uring_is_refused(dgram, monkeypatch, caplog):
     assert "io_uring unavailable" in caplog.text
     dev.use_uring = False   # --io syscall
     assert type(slot_io(dev, np.zeros((4, 32), np.uint8))) is ViewSlotIO
-
-
-def test_reader_recovery_moves_unsent_inline_frames_to_worker_restart():
-    """A reader killed after committing a batch it mirrored inline but before the exchange
-    that writes it (READER_UNSENT): at restart those frames stop counting as sent and
-    count as worker_restart, so rx = tx + drops still holds (engine/recovery.py)."""
-    from engine import recovery, shm
-    from engine.stats import DROP_BASE, DROP_REASONS, Counters, F
-    layout = shm.Layout(1, 16, 64, 8)
-    m = shm.Mapped(layout, bytearray(layout.pool_bytes), bytearray(layout.ctl_bytes))
-    cnt = Counters(m.counters[0])
-    cnt.c[F["in_frames"]] = cnt.c[F["inline_frames"]] = 10
-    cnt.c[F["journal"]] = 7
-    cnt.commit()
-    m.ctl[shm.READER_SEQ], m.ctl[shm.READER_UNSENT] = 7, 3   # batch 7 committed, 3 unsent
-    assert recovery.recover_reader(m, [m.rx(0)], cnt) == 7
-    row = m.counters[0]
-    restart = DROP_BASE + DROP_REASONS.index("worker_restart")
-    assert (row[F["in_frames"]], row[F["inline_frames"]], row[restart]) == (10, 7, 3)
-    assert m.ctl[shm.READER_UNSENT] == 0
-    # a second restart finds nothing more to undo
-    recovery.recover_reader(m, [m.rx(0)], Counters(m.counters[0]))
-    assert (row[F["inline_frames"]], row[restart]) == (7, 3)

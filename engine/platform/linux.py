@@ -79,7 +79,7 @@ def usable_cpus() -> int:
 
 def share_cpus() -> bool:
     """SCHED_BATCH for this process (no wake-up preemption, no privilege needed), and
-    True: its idle spin yields on every turn (see loops._share_cpus)."""
+    True: its idle spin yields on every turn (see actor.share_cpus)."""
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError:  # a seccomp policy, say: keep the default policy
