@@ -127,15 +127,9 @@ def main(argv) -> int:
                    help="the engine's --inline (default never: every frame through the "
                         "reader, the workers and the writer, to show the pipeline)")
     a = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("engine demo: needs root to create a network namespace (try: sudo make demo)",
-              file=sys.stderr)
-        return 1
-    missing = [pkg for tool, pkg in (("ip", "iproute2"), ("ping", "iputils-ping"))
-               if not shutil.which(tool)]
-    if missing:
-        print(f"engine demo: needs {' and '.join(missing)} (tools/setup-system.sh, or "
-              f"apt-get install {' '.join(missing)})", file=sys.stderr)
+    why = _cannot_run()
+    if why:
+        print(f"engine demo: {why}", file=sys.stderr)
         return 1
     ns = f"engine-demo-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -144,32 +138,10 @@ def main(argv) -> int:
         enter_namespace(ns)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         say(f"namespace {ns}: only lo and {DEVICE}, no route out")
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--device", DEVICE, "--workers", str(a.workers),
-             "--address", ADDR4, "--address6", ADDR6, "--inline", a.inline],
-            stderr=subprocess.PIPE, text=True)
-        lines = []
-        for line in engine.stderr:
-            lines.append(line.rstrip())
-            say(line.rstrip())
-            if "engine: ready" in line or "error" in line:
-                break
-        if engine.poll() is not None or not any("ready" in ln for ln in lines):
-            say("the engine did not start")
+        engine = _start_engine(a)
+        if engine is None:
             return 1
-        results = []
-        for label, part in (("ping 198.18.0.5 -> ", lambda: ping("198.18.0.5", 5)),
-                            ("ping 2001:db8::5 -> ", lambda: ping("2001:db8::5", 3)),
-                            ("TCP: ", lambda: tcp_download(a.size_mib << 20)),
-                            ("UDP: ", lambda: udp_exchange(100))):
-            try:
-                results.append(part())
-            except (OSError, subprocess.SubprocessError) as e:  # the engine died under us
-                results.append(f"failed ({e})")
-            say(label + results[-1])
-        say("per actor: " + actor_counts())
-        worked = (all(" 0% packet loss" in r for r in results[:2]) and "matches" in results[2]
-                  and results[3].startswith("100/100"))
+        worked = _exercise(a)
         engine.send_signal(signal.SIGTERM)
         for line in engine.stderr:
             say(line.rstrip())
@@ -190,3 +162,50 @@ def main(argv) -> int:
                 engine.wait(5)
         subprocess.run(["ip", "netns", "del", ns])
         say(f"namespace {ns} removed")
+
+
+def _cannot_run():
+    """Why the demo cannot run here, in a line, or None."""
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace (try: sudo make demo)"
+    missing = [pkg for tool, pkg in (("ip", "iproute2"), ("ping", "iputils-ping"))
+               if not shutil.which(tool)]
+    if missing:
+        return (f"needs {' and '.join(missing)} (tools/setup-system.sh, or "
+                f"apt-get install {' '.join(missing)})")
+    return None
+
+
+def _start_engine(a):
+    """The engine, started in this namespace and ready, or None (said why)."""
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--device", DEVICE, "--workers", str(a.workers),
+         "--address", ADDR4, "--address6", ADDR6, "--inline", a.inline],
+        stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in engine.stderr:
+        lines.append(line.rstrip())
+        say(line.rstrip())
+        if "engine: ready" in line or "error" in line:
+            break
+    if engine.poll() is not None or not any("ready" in ln for ln in lines):
+        say("the engine did not start")
+        return None
+    return engine
+
+
+def _exercise(a) -> bool:
+    """Ping, TCP and UDP through the mirror, each said; whether all came back."""
+    results = []
+    for label, part in (("ping 198.18.0.5 -> ", lambda: ping("198.18.0.5", 5)),
+                        ("ping 2001:db8::5 -> ", lambda: ping("2001:db8::5", 3)),
+                        ("TCP: ", lambda: tcp_download(a.size_mib << 20)),
+                        ("UDP: ", lambda: udp_exchange(100))):
+        try:
+            results.append(part())
+        except (OSError, subprocess.SubprocessError) as e:  # the engine died under us
+            results.append(f"failed ({e})")
+        say(label + results[-1])
+    say("per actor: " + actor_counts())
+    return (all(" 0% packet loss" in r for r in results[:2]) and "matches" in results[2]
+            and results[3].startswith("100/100"))
