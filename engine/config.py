@@ -93,11 +93,23 @@ class Config:
         return platform.DEFAULT_DRIVER if self.driver == "auto" else self.driver
 
     def __post_init__(self) -> None:
+        self._resolve_defaults()
+        self._check_device_name()
+        self._check_options()
+        if self.address is not None:
+            check_mirror_network(self.address, "--address", self.allow_wide_prefix)
+        if self.address6 is not None:
+            check_mirror_network(self.address6, "--address6", self.allow_wide_prefix)
+        self._check_pool()
+
+    def _resolve_defaults(self) -> None:
         if self.device is None:
             object.__setattr__(self, "device", DEFAULT_MEMORY_DEVICE if self.driver == "memory"
                                else DEFAULT_DEVICE)
         if self.offload is None:
             object.__setattr__(self, "offload", self.driver != "memory")
+
+    def _check_device_name(self) -> None:
         if self.resolved_driver in ("tap-windows", "wintun"):  # adapter names or {GUID}s
             _check(0 < len(self.device) <= 255, f"--device {self.device!r}: 1 to 255 characters")
         else:
@@ -106,6 +118,8 @@ class Config:
                    and not any(c.isspace() or c in "/:" for c in self.device),
                    f"--device {self.device!r}: a name of 1 to {IFNAMSIZ - 1} bytes, not '.' "
                    f"or '..', no '/', ':' or spaces")
+
+    def _check_options(self) -> None:
         _check(self.mode in MODES, f"--mode {self.mode!r}: one of {', '.join(MODES)}")
         _check(self.user is None or platform.CAN_DROP_PRIVILEGES,
                f"--user {self.user}: this platform cannot switch users (no setuid); start "
@@ -131,10 +145,8 @@ class Config:
         _check(self.driver == "memory" or not (self.replay or self.sink or self.replay_hold
                                                 or self.io_threads),
                "--replay, --sink, --replay-hold and --io-threads need --driver memory")
-        if self.address is not None:
-            check_mirror_network(self.address, "--address", self.allow_wide_prefix)
-        if self.address6 is not None:
-            check_mirror_network(self.address6, "--address6", self.allow_wide_prefix)
+
+    def _check_pool(self) -> None:
         need = 8 * self.workers
         _check(self.pool_frames >= need,
                f"--pool-mib {self.pool_mib}: too small: {self.pool_frames} frames of "
