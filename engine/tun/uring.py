@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426      # x86-64 and arm64 (unified numbers)
+from ..platform import libc
+
 IORING_OP_READ, IORING_OP_WRITE = 22, 23
 IORING_ENTER_GETEVENTS = 1
 RWF_NOWAIT = 0x8
@@ -68,26 +69,11 @@ assert SQE.itemsize == 64 and CQE.itemsize == 16
 assert (SQE.fields["addr"][1], SQE.fields["len"][1]) == (16, 24)
 assert (CQE.fields["user_data"][1], CQE.fields["res"][1]) == (0, 8)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-
 
 def read_failed(res: int) -> None:
     """A read completed with -errno other than EAGAIN (EIO, EBADFD: the device went away):
     raise it, as read(2) would have."""
     raise OSError(-res, f"read from the device: {os.strerror(-res)}")
-
-
-class UringError(OSError):
-    pass
-
-
-def _check(ret: int) -> int:
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise UringError(e, os.strerror(e))
-    return ret
 
 
 class Uring:
@@ -102,11 +88,13 @@ class Uring:
         self.fd = fd
         p = _Params()
         p.flags = IORING_SETUP_SINGLE_ISSUER
-        ret = _syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), ctypes.byref(p))
-        if ret < 0 and ctypes.get_errno() == errno.EINVAL:   # before Linux 6.0
+        try:
+            self.ring_fd = libc.check(libc.io_uring_setup(entries, p))
+        except OSError as e:
+            if e.errno != errno.EINVAL:   # EINVAL: no IORING_SETUP_SINGLE_ISSUER (< 6.0)
+                raise
             p = _Params()
-            ret = _syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), ctypes.byref(p))
-        self.ring_fd = _check(ret)
+            self.ring_fd = libc.check(libc.io_uring_setup(entries, p))
         try:
             self._map(p)
         except BaseException:
@@ -289,13 +277,12 @@ class Uring:
         returns the CQ head where their completions start."""
         self._tail += n
         self.sq_tail[0] = self._tail & 0xFFFFFFFF     # publish (x86 TSO: SQEs before tail)
-        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
-                        None, 0))
+        libc.check(libc.io_uring_enter(self.ring_fd, n, n, IORING_ENTER_GETEVENTS, None, 0))
         head = self._cq_head
         got = (self.cq_tail[0] - head) & 0xFFFFFFFF
         while got < n:  # a request went to a kernel worker thread: wait for it
-            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
-                            IORING_ENTER_GETEVENTS, None, 0))
+            libc.check(libc.io_uring_enter(self.ring_fd, 0, n - got, IORING_ENTER_GETEVENTS,
+                                           None, 0))
             got = (self.cq_tail[0] - head) & 0xFFFFFFFF
         return head
 
