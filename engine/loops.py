@@ -42,7 +42,7 @@ from .config import MAX_BATCH
 from .errors import EngineError
 from .rewrite import FORWARD, Mirror, mirror_batch, mirror_frame, reflect
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
-from .tun.slots import slot_io, u32
+from .tun.slots import u32
 from .wake import Sleeper, Waker
 
 log = logging.getLogger("engine")
@@ -203,13 +203,13 @@ class _Reader:
         _warm_up(ctx.rule, self.W)
         self.out_s, self.out_l = [], []    # mirrored inline, to be written by the next exchange
         self.out_arrays = None             # ...and the same as numpy arrays, when at hand
-        self.io = slot_io(self.dev, self.frames)
+        self.io = self.dev.slot_io(self.frames)
         self.slot_size = m.layout.slot_size
         # the headers of the last lone frame as written (the rule reads no further), on
         # which _Reader.rehearse runs the rule again
         self.rehearsal = bytearray(ctx.rule.vnet_hdr_len + ctx.rule.l2_hdr_len + 64)
         self.rehearsal_n = 0
-        self.lossless = getattr(self.dev, "lossless", False)  # a replay waits: never drop for room
+        self.lossless = self.dev.lossless  # a replay waits: never drop for room
         self.capture = _open_capture(ctx, m)
         self.inline_ok = ctx.inline != "never"
         self.inline_backlog = reader_takes_backlog(ctx.inline)
@@ -807,7 +807,7 @@ def writer_loop(ctx: Context, m: Optional[shm.Mapped] = None) -> None:
         m = shm.attach(ctx.prefix, ctx.layout)
     W = ctx.workers
     views = m.slot_views()
-    io = slot_io(ctx.device, m.frames)
+    io = ctx.device.slot_io(m.frames)
     tx = [m.tx(i) for i in range(W)]
     free_ring = m.free()
     reader = Waker(m.flag(0), ctx.wakes[0])

@@ -4,7 +4,7 @@
 not persistent and disappears when the last descriptor closes). The descriptor is
 non-blocking; frames are read straight into caller buffers (shared-memory slots) and
 written straight from them, one frame per syscall: a TUN fd is not a socket, so there is
-no recvmmsg. Batches go through io_uring instead (`slot_io`, engine/tun/slots.py): one
+no recvmmsg. Batches go through io_uring instead (`slot_io`, engine/tun/uring.py): one
 syscall for many reads or writes. With offload, a single read can also return a 64 KiB GSO
 super-packet behind its virtio_net_hdr.
 """
@@ -21,6 +21,8 @@ from ..platform import libc
 from . import TunError
 from . import linux_abi as abi
 from . import mode as tun_mode
+from .slots import ViewSlotIO
+from .uring import try_uring
 
 TUN_PATH = "/dev/net/tun"
 VNET_HDR_LEN = 10
@@ -32,6 +34,7 @@ class LinuxTun:
     `mode` is "tun" (frames are IP packets) or "tap" (Ethernet frames: `l2_hdr_len` 14)."""
 
     io_threads = False
+    lossless = False  # the kernel drops what the reader does not take in time
 
     def __init__(self, handle: InheritedFd, name: str, mtu: int, vnet_hdr_len: int,
                  created: bool, offload_flags: int = 0, mode: str = "tun",
@@ -75,12 +78,10 @@ class LinuxTun:
                 refused += 1
         return refused
 
-    def slot_io(self, frames):
-        """Batched I/O through io_uring where the kernel allows it (engine/tun/slots.py)."""
-        if not self.use_uring:
-            return None
-        from .slots import try_uring
-        return try_uring(self, frames)
+    def slot_io(self, frames) -> ViewSlotIO:
+        """io_uring where the kernel allows it (engine/tun/uring.py), else, and under
+        --io syscall, one read(2)/write(2) per frame."""
+        return try_uring(self, frames) if self.use_uring else ViewSlotIO(self, frames)
 
     def fileno(self) -> int:
         if self._fd < 0:

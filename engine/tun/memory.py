@@ -29,6 +29,7 @@ from .slots import ViewSlotIO, u32
 class MemoryDevice:
     io_threads = False
     created = True
+    mode, l2_hdr_len = "tun", 0   # a replay holds IP packets
     lossless = True  # frames wait here until read, so the reader waits for ring room
     # frames the replay holds in all: the supervisor stops once they are all written or
     # dropped (None: it runs until stopped)
