@@ -9,7 +9,6 @@ and the engine's counters, and removes everything it made. Needs root (for the n
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import http.server
 import os
@@ -34,11 +33,10 @@ def say(msg: str) -> None:
 def enter_namespace(name: str) -> None:
     """setns(2) this (still single-threaded) process into the named namespace; children
     and sockets made afterwards live there too."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    from .platform import libc   # Linux only, like the whole demo
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
+        libc.check(libc.setns(fd, CLONE_NEWNET), "setns")
     finally:
         os.close(fd)
 

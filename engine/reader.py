@@ -31,7 +31,7 @@ from .rewrite import FORWARD, mirror_batch, mirror_frame, reflect
 from .shm import Mapped
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .topology import READER, reader_takes_backlog, worker
-from .tun.slots import slot_io, u32  # TEMP
+from .tun.slots import u32
 from .wake import Sleeper, Waker
 
 SMALL_BATCH = 40   # (moves into engine/packet)
@@ -93,7 +93,7 @@ class Reader:
         self.pushed = sum(r.pushed for r in self.rx)
         self.journal = ReaderJournal(m.ctl, recover_reader(m, self.rx, self.cnt))
         warm_up(ctx.rule, self.W)
-        self.io = slot_io(self.dev, self.frames)  # TEMP
+        self.io = self.dev.slot_io(self.frames)
         self.slot_size = m.layout.slot_size
         self.capture = open_capture(ctx, m)
         self.vo = self.dev.vnet_hdr_len
@@ -105,7 +105,7 @@ class Reader:
         self.policy = read_plan.Policy(
             read_max=ctx.batch if own_backlog else min(ctx.batch * self.W, MAX_BATCH),
             ring_capacity=self.rx[0].capacity, own=ctx.inline != "never",
-            own_backlog=own_backlog, lossless=getattr(self.dev, "lossless", False))  # TEMP
+            own_backlog=own_backlog, lossless=self.dev.lossless)
         self.idle = Idle(ctx.spin_s, NAP_WINDOW)
         self.stopping = lambda: stopping(m)  # noqa: E731 - made once, not per sleep
         # the headers of the last frame the reader wrote itself, on which `rehearse` runs

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import errno
+import mmap
 import os
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -135,13 +136,15 @@ class _Segment(shared_memory.SharedMemory):
 
 
 class Mapped:
-    """Numpy and memoryview views over a run's two segments, for any process."""
+    """Numpy and memoryview views over a run's two segments, for any process; over the
+    control segment alone when `pool_buf` is None (`frames` is None then), as a process
+    outside the run maps it (`attach_readonly`). `prefix` names the run's segments."""
 
-    def __init__(self, layout: Layout, pool_buf, ctl_buf) -> None:
+    def __init__(self, layout: Layout, pool_buf, ctl_buf, prefix: str = "") -> None:
         L = layout
-        self.layout = L
-        self.frames = np.frombuffer(pool_buf, np.uint8, L.pool_bytes).reshape(
-            L.pool_frames, L.slot_size)
+        self.layout, self.prefix = L, prefix
+        self.frames = None if pool_buf is None else np.frombuffer(
+            pool_buf, np.uint8, L.pool_bytes).reshape(L.pool_frames, L.slot_size)
         mv = memoryview(ctl_buf)
         self.ctl = mv[:CTL_WORDS * 8].cast("Q")
         self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
@@ -235,7 +238,7 @@ class Segments:
         except BaseException:
             self.unlink()
             raise
-        self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf)
+        self.mapped = Mapped(layout, self._pool.buf, self._ctl.buf, prefix)
         self.mapped.ctl[LAYOUT_WORDS] = array.array("Q", (
             layout.workers, layout.pool_frames, layout.slot_size, layout.rx_capacity))
 
@@ -281,7 +284,33 @@ def attach(prefix: str, layout: Layout) -> Mapped:
     by the views; only the supervisor unlinks."""
     pool = _Segment(f"{prefix}.pool")
     ctl = _Segment(f"{prefix}.ctl")
-    m = Mapped(layout, pool.buf, ctl.buf)
+    m = Mapped(layout, pool.buf, ctl.buf, prefix)
     m._segments = (pool, ctl)  # keep the mappings alive as long as the views
     return m
+
+
+def attach_readonly(prefix: str):
+    """(Mapped, created): the control segment of the run under `prefix`, mapped read-only
+    without the pool by a process outside the run, and when the segment was created; the
+    Mapped is None while the segment is not sized or its layout words not written yet.
+    Raises FileNotFoundError or PermissionError when it cannot be opened."""
+    name = f"{prefix}.ctl"
+    buf, created = platform.open_segment_readonly(name)
+    return (None if buf is None else control_view(buf, platform.segment_path(name), prefix),
+            created)
+
+
+def control_view(ctl_buf, where: str, prefix: str = ""):
+    """A Mapped over a control segment alone, with the Layout its own control words 4..7
+    describe (so the reader needs no engine settings), or None until they are written.
+    EngineError when its size is not the one they describe (`where` names the segment)."""
+    words = memoryview(ctl_buf)[:LINE].cast("Q").tolist()[LAYOUT_WORDS]
+    if not all(words):
+        return None
+    layout = Layout(*words)
+    # longer is fine: Windows rounds a mapping's size up to whole pages
+    if not layout.ctl_bytes <= len(ctl_buf) < layout.ctl_bytes + mmap.ALLOCATIONGRANULARITY:
+        raise EngineError(f"{where}: {len(ctl_buf)} bytes, but its header describes "
+                          f"{layout.ctl_bytes} (an engine of another version?)")
+    return Mapped(layout, None, ctl_buf, prefix)
 

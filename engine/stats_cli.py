@@ -1,25 +1,18 @@
 """`python -m engine stats [--device NAME] [--json] [--watch SECONDS]`: a running engine's
 counters, rates and per-process resources, read from another process.
 
-The tool maps the engine's control segment READ-ONLY (engine/platform: shm_open O_RDONLY
-+ mmap ACCESS_READ on POSIX, OpenFileMapping FILE_MAP_READ on Windows). It deliberately
-avoids multiprocessing.shared_memory: on Python 3.11 attaching registers the segment with
-this process's resource tracker, which would unlink the engine's segment when the tool
-exits. The pool (the packets) is never mapped. The Layout comes from the segment's own
-header (ctl words 4..7, see engine/monitor.py LAYOUT_WORDS), so the tool needs no engine
-settings.
-
-Segments are named by device and network namespace (engine/shm.py), so the tool sees the
-engine on that device in its own namespace only (run it under `ip netns exec` for another).
+The tool maps the engine's control segment read-only, without the pool (the packets), and
+rebuilds its Layout from the segment's own header (engine/shm.py, `attach_readonly`), so
+it needs no engine settings. Segments are named by device and network namespace, so it
+sees the engine on that device in its own namespace only (run it under `ip netns exec`
+for another).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import mmap
 import os
-import struct
 import sys
 import time
 from typing import List, Optional
@@ -27,7 +20,6 @@ from typing import List, Optional
 import psutil
 
 from . import journal, monitor, platform, shm
-from .stats import counters_view
 from .config import DEFAULT_DEVICE, Config
 from .errors import ConfigError, EngineError
 
@@ -39,60 +31,35 @@ class NoEngine(EngineError):
     """No running engine on that device in this network namespace."""
 
 
-class CtlView(shm.Mapped):
-    """shm.Mapped without the pool: read-only views over the control segment alone
-    (layout, ctl, worker_done, ready, counters, and rx/tx/free rings through the
-    inherited methods). Writing through it raises; `frames`/`slot_views` do not exist."""
-
-    def __init__(self, layout: shm.Layout, ctl_buf,  # pylint: disable=super-init-not-called
-                 segment_name: str = "") -> None:
-        L = layout
-        mv = memoryview(ctl_buf)
-        self.layout = L
-        self.ctl = mv[:shm.LINE].cast("Q")
-        self.worker_done = mv[L.worker_done_at:L.worker_done_at + 8 * L.workers].cast("Q")
-        self.ready = mv[L.ready_at:L.ready_at + 8 * L.actors].cast("Q")
-        self.counters = counters_view(mv[L.counters_at:L.rings_at], L.workers)
-        self._mv = mv
-        self.segment_name = segment_name   # still_running looks it up again
-
-
 def attach_readonly(device: str, wait: float = START_WAIT):
-    """(CtlView, path) of the engine running on `device` in this network namespace;
-    raises NoEngine with a one-line reason otherwise."""
-    name = f"{shm.shm_prefix(device)}.ctl"
-    path = platform.segment_path(name)
+    """(read-only shm.Mapped of the control segment, its path) of the engine running on
+    `device` in this network namespace; raises NoEngine with a one-line reason otherwise."""
+    prefix = shm.shm_prefix(device)
+    path = platform.segment_path(f"{prefix}.ctl")
     deadline = time.monotonic() + wait
     while True:
-        buf, header, created = _map(name, path, device)
-        if header is not None and header[journal.SUPERVISOR_PID] and all(header[monitor.LAYOUT_WORDS]):
+        view, created = _attach(prefix, path, device)
+        if view is not None and view.ctl[journal.SUPERVISOR_PID]:
             break
         if time.monotonic() >= deadline:  # segment without a (complete) header
             raise NoEngine(f"the engine on {device} is still starting, or predates the stats "
                            f"header ({path})")
         time.sleep(0.05)
-    layout = shm.Layout(*header[monitor.LAYOUT_WORDS])
-    if not layout.ctl_bytes <= len(buf) < layout.ctl_bytes + mmap.ALLOCATIONGRANULARITY:
-        raise NoEngine(f"{path}: {len(buf)} bytes, but its header describes {layout.ctl_bytes} "
-                       f"(an engine of another version?)")
-    sup = header[journal.SUPERVISOR_PID]
+    sup = int(view.ctl[journal.SUPERVISOR_PID])
     if not _alive_since(sup, created):
         raise NoEngine(f"no engine runs on device {device} in this network namespace (its "
                        f"supervisor, pid {sup}, is gone; the next start reclaims {path})")
-    return CtlView(layout, buf, name), path
+    return view, path
 
 
-def _map(name: str, path: str, device: str):
+def _attach(prefix: str, path: str, device: str):
     try:
-        buf, created = platform.open_segment_readonly(name)
+        return shm.attach_readonly(prefix)
     except FileNotFoundError:
         raise NoEngine(f"no engine runs on device {device} in this network namespace") from None
     except PermissionError:
         raise NoEngine(f"{path}: permission denied (run as root or as the engine's --user)") \
             from None
-    if buf is None:  # created, not yet sized
-        return None, None, None
-    return buf, struct.unpack_from("8Q", buf), created
 
 
 def _alive_since(pid: int, created: float) -> bool:
@@ -103,9 +70,9 @@ def _alive_since(pid: int, created: float) -> bool:
         return False
 
 
-def still_running(view: CtlView, path: str) -> bool:
+def still_running(view: shm.Mapped, path: str) -> bool:
     """The segment we map is still the live one (not unlinked at the engine's exit)."""
-    created = platform.segment_created(view.segment_name)
+    created = platform.segment_created(f"{view.prefix}.ctl")
     return created is not None and _alive_since(int(view.ctl[journal.SUPERVISOR_PID]), created)
 
 

@@ -119,7 +119,7 @@ class Supervisor:
             if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
                 self.cfg = cfg = cfg.replace(offload=False)
             addr4, addr6 = provision(cfg, dev)
-            l2_len = getattr(dev, "l2_hdr_len", 0)   # 14: TAP mode (Ethernet frames)
+            l2_len = dev.l2_hdr_len   # 14: TAP mode (Ethernet frames)
             rule = Mirror(addr4, addr6, dev.vnet_hdr_len, l2_len)
             layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
             prefix = shm.shm_prefix(dev.name)
@@ -138,7 +138,7 @@ class Supervisor:
             self.worker_ctx = dataclasses.replace(self.ctx, device=None)
             log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
                      "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
-                     dev.name, getattr(dev, "mode", "tun"),
+                     dev.name, dev.mode,
                      "created" if dev.created else "attached", cfg.workers,
                      "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
                      layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)

@@ -16,7 +16,6 @@ from .stats import Counters, F
 from .topology import READER, writer
 from .wake import Sleeper, Waker
 from .worker import RUN_MAX
-from .tun.slots import slot_io  # TEMP
 
 I_RING_HWM, I_JOURNAL, I_SLEEPS = F["ring_hwm"], F["journal"], F["sleeps"]
 
@@ -36,7 +35,7 @@ class _Writer:
         W = ctx.workers
         self.m, self.W = m, W
         self.views = m.slot_views()
-        self.io = slot_io(ctx.device, m.frames)  # TEMP
+        self.io = ctx.device.slot_io(m.frames)
         self.tx = [m.tx(i) for i in range(W)]
         self.free_ring = m.free()
         self.to_reader = Waker(m.flag(READER), ctx.wakes[READER])

@@ -11,6 +11,7 @@ import socket
 from typing import List, Optional
 
 from engine.errors import EngineError
+from engine.platform import libc
 from engine.tun import linux_abi as abi
 
 
@@ -25,7 +26,7 @@ def _sock(family=socket.AF_INET) -> socket.socket:
 def _ioctl(step: str, name: str, request: int, req, family=socket.AF_INET):
     with _sock(family) as s:
         try:
-            abi.ioctl(s.fileno(), request, req)
+            libc.ioctl(s.fileno(), request, req)
         except OSError as e:
             raise ProvisionError(f"{step} on {name}: {e.strerror}") from None
     return req
@@ -40,13 +41,13 @@ def ipv4_address(name: str) -> Optional[ipaddress.IPv4Interface]:
     req = abi.make_ifreq(name)
     with _sock() as s:
         try:
-            abi.ioctl(s.fileno(), abi.SIOCGIFADDR, req)
+            libc.ioctl(s.fileno(), abi.SIOCGIFADDR, req)
         except OSError as e:
             if e.errno == errno.EADDRNOTAVAIL:
                 return None
             raise ProvisionError(f"SIOCGIFADDR on {name}: {e.strerror}") from None
         addr = bytes(req.ifr_addr.sin_addr)
-        abi.ioctl(s.fileno(), abi.SIOCGIFNETMASK, req)
+        libc.ioctl(s.fileno(), abi.SIOCGIFNETMASK, req)
         mask = bytes(req.ifr_addr.sin_addr)
     return ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(addr)}/{ipaddress.IPv4Address(mask)}")
 
@@ -90,7 +91,7 @@ def add_ipv6(name: str, iface: ipaddress.IPv6Interface) -> None:
     req.ifr6_ifindex = ifindex(name)
     with _sock(socket.AF_INET6) as s:
         try:
-            abi.ioctl(s.fileno(), abi.SIOCSIFADDR, req)
+            libc.ioctl(s.fileno(), abi.SIOCSIFADDR, req)
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise ProvisionError(f"adding {iface} to {name}: {e.strerror}") from None
@@ -131,7 +132,7 @@ def create_persistent(name: str, owner: Optional[int] = None, group: Optional[in
     from engine.tun import linux as tun_linux
     if tun_linux.device_exists(name):
         raise ProvisionError(f"{name} already exists")
-    fd = abi.libc_open(tun_linux.TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(tun_linux.TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
     try:
         req = abi.make_ifreq(name)
         req.ifr_flags = abi.IFF_TUN | abi.IFF_NO_PI | (abi.IFF_VNET_HDR if offload else 0)
@@ -143,7 +144,7 @@ def create_persistent(name: str, owner: Optional[int] = None, group: Optional[in
         steps.append((abi.TUNSETPERSIST, 1, "TUNSETPERSIST"))
         for request, arg, step in steps:
             try:
-                abi.ioctl(fd, request, arg)
+                libc.ioctl(fd, request, arg)
             except OSError as e:
                 raise ProvisionError(f"{step} on {name}: {e.strerror}") from None
     finally:
@@ -155,13 +156,13 @@ def delete_persistent(name: str) -> None:
     from engine.tun import linux as tun_linux
     if not tun_linux.device_exists(name):
         raise ProvisionError(f"{name} does not exist")
-    fd = abi.libc_open(tun_linux.TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(tun_linux.TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
     try:
         req = abi.make_ifreq(name)
         req.ifr_flags = abi.IFF_TUN | abi.IFF_NO_PI
         try:
-            abi.ioctl(fd, abi.TUNSETIFF, req)
-            abi.ioctl(fd, abi.TUNSETPERSIST, 0)
+            libc.ioctl(fd, abi.TUNSETIFF, req)
+            libc.ioctl(fd, abi.TUNSETPERSIST, 0)
         except OSError as e:
             raise ProvisionError(f"removing {name}: {e.strerror}") from None
     finally:

@@ -2,7 +2,7 @@
 
 `python -m engine stats --json` is the public tool, but a one-shot report takes a second
 (it samples rates), too slow to follow actors being killed every 0.5 s. This maps the same
-control segment the same way (read-only mmap; engine/stats_cli.py CtlView), so the figures
+control segment the same way (read-only mmap; engine/shm.py control_view), so the figures
 are the engine's own: ready words (actor pids), counters, ring fills, layout.
 """
 from __future__ import annotations
@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import struct
 import time
 
 import psutil
 
-from engine import journal, monitor, shm, stats
-from engine.stats_cli import CtlView
+from engine import monitor, shm, stats
 
 from netns import PY, Netns
 
@@ -26,20 +24,14 @@ class Probe:
         deadline = time.time() + wait
         while True:
             paths = [p for p in ns.shm_segments(device) if p.endswith(".ctl")]
-            if paths:
+            self.buf, self.view = _map_readonly(paths[0]) if paths else (None, None)
+            if self.view is not None:
                 break
             if time.time() > deadline:
                 raise RuntimeError(f"no control segment for {device} in {ns.name}")
             time.sleep(0.05)
         self.path = paths[0]
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            self.buf = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        header = struct.unpack_from("8Q", self.buf)
-        self.layout = shm.Layout(*header[journal.LAYOUT_WORDS])
-        self.view = CtlView(self.layout, self.buf)
+        self.layout = self.view.layout
         self.workers = self.layout.workers
         self.pool_frames = self.layout.pool_frames
 
@@ -137,3 +129,18 @@ def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(cond())
+
+
+def _map_readonly(path: str):
+    """(the mapping, shm.control_view of it) of the segment file at `path` (found from
+    outside the engine's namespace, so not by name); the view is None until the header
+    is written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size < shm.LINE:   # created, not yet sized
+            return None, None
+        buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    return buf, shm.control_view(buf, path)

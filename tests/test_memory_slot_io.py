@@ -6,7 +6,6 @@ import pytest
 
 from engine import pcap
 from engine.tun.memory import MemoryDevice, MemorySlotIO
-from engine.tun.slots import slot_io
 
 FRAMES = [bytes([i]) * (20 + 7 * i) for i in range(9)] + [b"\x99" * 300]
 
@@ -19,7 +18,7 @@ def _replay(tmp_path, loops=3, sink=None):
 
 def test_exchange_replays_every_frame_in_order_then_stops(tmp_path):
     frames = np.zeros((32, 128), np.uint8)
-    io = slot_io(_replay(tmp_path), frames)
+    io = _replay(tmp_path).slot_io(frames)
     assert isinstance(io, MemorySlotIO)
     got = []
     for want in [1, 4, 7, 13, 2] * 10:
@@ -33,7 +32,7 @@ def test_exchange_replays_every_frame_in_order_then_stops(tmp_path):
 
 def test_read_one_and_exchange_share_the_replay(tmp_path):
     frames = np.zeros((8, 512), np.uint8)
-    io = slot_io(_replay(tmp_path, loops=1), frames)
+    io = _replay(tmp_path, loops=1).slot_io(frames)
     assert io.read_one(3) == len(FRAMES[0])
     _, gs, gl, _ = io.exchange([], [], [4, 5])
     assert gl == [len(FRAMES[1]), len(FRAMES[2])]
@@ -45,13 +44,13 @@ def test_writes_are_counted_or_kept_in_the_sink(tmp_path):
     frames[2, :3] = [1, 2, 3]
     frames[6, :2] = [7, 8]
     dev = _replay(tmp_path)
-    io = slot_io(dev, frames)
+    io = dev.slot_io(frames)
     assert io.write(np.array([2, 6], np.uint32), np.array([3, 2], np.uint32)) == 0
     assert dev.written == 2
     sink = tmp_path / "out.pcap"
     sink.write_bytes(pcap.header())
     dev = _replay(tmp_path, sink=str(sink))
-    io = slot_io(dev, frames)
+    io = dev.slot_io(frames)
     assert io.exchange([2, 6], [3, 2], []) == (0, [], [], [])
     dev.close()
     assert pcap.read_frames(str(sink)) == [b"\x01\x02\x03", b"\x07\x08"]

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 
 import numpy as np
 import pytest
 
-from engine.tun import slots as slots_mod
-from engine.tun.slots import UringSlotIO, ViewSlotIO, slot_io
-from engine.tun.uring import IORING_OP_READ, IORING_OP_WRITE, Uring
+from engine.tun import uring
+from engine.tun.slots import ViewSlotIO
+from engine.tun.uring import Uring, UringSlotIO
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def dgram():
     b.close()
 
 
-def _addrs(pool: np.ndarray, rows) -> np.ndarray:
-    return (pool.ctypes.data + np.asarray(rows, np.uint64) * pool.strides[0]).astype(np.uint64)
+def _slot_addr(pool: np.ndarray) -> np.ndarray:
+    return pool.ctypes.data + np.arange(len(pool), dtype=np.uint64) * np.uint64(pool.strides[0])
 
 
 def test_reads_in_order_and_eagain_for_the_rest(dgram):
@@ -37,32 +38,11 @@ def test_reads_in_order_and_eagain_for_the_rest(dgram):
     pool = np.zeros((8, 64), np.uint8)
     ring = Uring(a.fileno(), 8)
     out = np.zeros(5, np.int32)
-    ring.submit(IORING_OP_READ, _addrs(pool, range(5)), np.full(5, 64, np.uint32), out)
+    ring.submit_slots(None, None, np.arange(5, dtype=np.uint32), _slot_addr(pool), 64, out)
     assert out.tolist() == [10, 11, 12, -errno.EAGAIN, -errno.EAGAIN]
     assert [int(pool[k, 0]) for k in range(3)] == [0, 1, 2]
     ring.close()
     ring.close()   # idempotent
-
-
-def test_mixed_writes_then_reads_in_one_submission(dgram):
-    a, b = dgram
-    pool = np.zeros((8, 64), np.uint8)
-    pool[0, :5] = list(b"hello")
-    pool[1, :3] = list(b"abc")
-    ring = Uring(a.fileno(), 4)
-    b.send(b"xyz!")
-    out = np.zeros(3, np.int32)
-    ops = np.array([IORING_OP_WRITE, IORING_OP_WRITE, IORING_OP_READ], np.uint8)
-    ring.submit(ops, _addrs(pool, [0, 1, 2]), np.array([5, 3, 64], np.uint32), out)
-    assert out.tolist() == [5, 3, 4]
-    assert bytes(pool[2, :4]) == b"xyz!"
-    assert b.recv(64) == b"hello" and b.recv(64) == b"abc"
-    # the ring wraps (4 entries) many times without losing a completion
-    for k in range(50):
-        b.send(bytes([k]))
-        ring.submit(IORING_OP_READ, _addrs(pool, [3, 4, 5]), np.full(3, 64, np.uint32), out)
-        assert out[0] == 1 and pool[3, 0] == k and out[1] == -errno.EAGAIN
-    ring.close()
 
 
 def _reverse_completions(ring: Uring) -> None:
@@ -111,7 +91,7 @@ def test_submit_slots_across_the_queue_end_and_in_any_completion_order(dgram, sh
     ring = Uring(a.fileno(), 8)
     if shuffle:
         _reverse_completions(ring)
-    slot_addr = pool.ctypes.data + np.arange(16, dtype=np.uint64) * np.uint64(pool.strides[0])
+    slot_addr = _slot_addr(pool)
     ws, wl, rs = (np.array(x, np.uint32) for x in ([0, 1], [2, 3], [5, 6, 7]))
     out = np.zeros(5, np.int32)
     wrapped = 0
@@ -132,13 +112,28 @@ def test_submit_slots_across_the_queue_end_and_in_any_completion_order(dgram, sh
 
 
 class _SocketDevice:
-    """The Device protocol over a datagram socket, enough for the SlotIO classes."""
+    """The Device protocol over a datagram socket (engine/tun/__init__.py)."""
+
+    name, mtu, mode, l2_hdr_len, vnet_hdr_len = "sock0", 1500, "tun", 0, 0
+    io_threads = lossless = created = False
 
     def __init__(self, sock):
         self.sock = sock
 
     def fileno(self):
         return self.sock.fileno()
+
+    def waitable(self):
+        return self.fileno()
+
+    def wait(self, timeout):
+        select.select([self.sock], [], [], timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def slot_io(self, frames):
+        return ViewSlotIO(self, frames)
 
     def read_batch(self, bufs, lengths):
         for i, buf in enumerate(bufs):
@@ -209,15 +204,15 @@ def test_fallback_when_io_uring_is_refused(dgram, monkeypatch, caplog):
     def refuse(*_a, **_k):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(slots_mod, "UringSlotIO", refuse)
-    monkeypatch.setattr(slots_mod, "_warned", False)
+    monkeypatch.setattr(uring, "UringSlotIO", refuse)
+    monkeypatch.setattr(uring, "_warned", False)
     a, _ = dgram
     dev = linux.LinuxTun.__new__(linux.LinuxTun)
     dev.use_uring = True
     dev._fd = a.fileno()
     with caplog.at_level("WARNING", logger="engine"):
-        io = slot_io(dev, np.zeros((4, 32), np.uint8))
+        io = dev.slot_io(np.zeros((4, 32), np.uint8))
     assert type(io) is ViewSlotIO
     assert "io_uring unavailable" in caplog.text
     dev.use_uring = False   # --io syscall
-    assert type(slot_io(dev, np.zeros((4, 32), np.uint8))) is ViewSlotIO
+    assert type(dev.slot_io(np.zeros((4, 32), np.uint8))) is ViewSlotIO

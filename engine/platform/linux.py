@@ -1,14 +1,13 @@
 """Linux: eventfd + poll(2) wake-ups, PR_SET_PDEATHSIG, CPU affinity, network namespaces."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
 import signal
 
 from ..handles import InheritedFd
-from . import portable
+from . import libc, portable
 
 NAME = "linux"
 CAN_DROP_PRIVILEGES = True  # --user
@@ -64,7 +63,6 @@ def die_with_parent() -> None:
     """PR_SET_PDEATHSIG: if the process that started us dies (the supervisor, or the
     forkserver, which exits when the supervisor does), we are killed too, so a killed
     supervisor leaves no process holding the device."""
-    libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:  # the parent died before we armed the signal
         os._exit(1)
@@ -123,19 +121,21 @@ PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38  # linux/prctl.h
 def drop_bounding_set() -> None:
     """--user, while still root: empty the capability bounding set, so that no program a
     process of the engine might exec could regain a capability."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    failed = [cap for cap in range(_last_cap() + 1)
-              if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0]
+    failed = []
+    for cap in range(_last_cap() + 1):
+        try:
+            libc.check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0))
+        except OSError as e:
+            failed.append(e)
     if failed:  # no CAP_SETPCAP (some containers): say so rather than claim it was done
         logging.getLogger("engine").warning(
             "--user: %d capabilities stay in the bounding set (%s)", len(failed),
-            os.strerror(ctypes.get_errno()))
+            failed[-1].strerror)
 
 
 def set_no_new_privs() -> None:
     """--user, after the drop: no privilege through setuid or file capabilities either."""
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    libc.check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _last_cap() -> int:

@@ -12,7 +12,12 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   `bufs[i]`. It returns the number of frames the device refused (each is counted by the
   caller as `write_error`); a refused frame never stops the batch.
 - Each frame starts with `vnet_hdr_len` bytes of `virtio_net_hdr` (Linux offload mode,
-  LINUX.md §1), then the IP packet (TUN mode).
+  LINUX.md §1), then `l2_hdr_len` bytes of link-layer header (14, Ethernet, when `mode` is
+  "tap"; 0 when it is "tun"), then the IP packet.
+- `slot_io(frames)` returns the device's `SlotIO` over the pool `frames` (engine/tun/slots.py
+  has its contract), made in the process that does the I/O: Linux's io_uring (or one
+  syscall per frame where io_uring is refused), the memory device's numpy copies, or the
+  `ViewSlotIO` over `read_batch`/`write_batch`.
 - `fileno()` is a descriptor that polls readable when frames wait (POSIX), or -1 when the
   device has none; then `wait(timeout)` blocks until frames may be waiting.
 - `waitable()` is what the platform's wake-up waits on together with its own
@@ -21,8 +26,8 @@ Contract of every `Device` (sentences, as wireguard-go's tun.Device states its o
   reader uses `wait`: the memory device, TAP-Windows).
 - `close()` is idempotent and invalidates the handle: a closed device raises, never
   touches a reused descriptor number (trio's _FdHolder).
-- `lossless` (optional, default False): frames wait in the device until read (a pcap
-  replay), so the reader waits for room in a full worker ring instead of dropping.
+- `lossless`: frames wait in the device until read (a pcap replay), so the reader waits
+  for room in a full worker ring instead of dropping; False for a real device.
 - A device object is picklable while a child process is being started, so the supervisor
   opens it once and the reader and writer processes use the same kernel object.
   `io_threads` says the reader and writer must instead be two threads of one process:
@@ -36,7 +41,10 @@ from typing import TYPE_CHECKING, MutableSequence, Optional, Protocol, Sequence
 from ..errors import EngineError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..config import Config
+    from .slots import SlotIO
 
 
 class TunError(EngineError):
@@ -46,12 +54,16 @@ class TunError(EngineError):
 class Device(Protocol):
     name: str
     mtu: int
+    mode: str          # "tun" (IP packets) or "tap" (Ethernet frames)
+    l2_hdr_len: int    # 14 in TAP mode, 0 in TUN mode
     vnet_hdr_len: int
     io_threads: bool
+    lossless: bool
     created: bool  # True when opening it created the device (it goes away with us)
 
     def read_batch(self, bufs: Sequence[memoryview], lengths: MutableSequence[int]) -> int: ...
     def write_batch(self, bufs: Sequence[memoryview], lengths: Sequence[int]) -> int: ...
+    def slot_io(self, frames: "np.ndarray") -> "SlotIO": ...
     def fileno(self) -> int: ...
     def waitable(self) -> Optional[int]: ...
     def wait(self, timeout: float) -> None: ...

@@ -4,7 +4,7 @@
 not persistent and disappears when the last descriptor closes). The descriptor is
 non-blocking; frames are read straight into caller buffers (shared-memory slots) and
 written straight from them, one frame per syscall: a TUN fd is not a socket, so there is
-no recvmmsg. Batches go through io_uring instead (`slot_io`, engine/tun/slots.py): one
+no recvmmsg. Batches go through io_uring instead (`slot_io`, engine/tun/uring.py): one
 syscall for many reads or writes. With offload, a single read can also return a 64 KiB GSO
 super-packet behind its virtio_net_hdr.
 """
@@ -17,9 +17,12 @@ import select
 from typing import MutableSequence, Sequence
 
 from ..handles import InheritedFd
+from ..platform import libc
 from . import TunError
 from . import linux_abi as abi
 from . import mode as tun_mode
+from .slots import ViewSlotIO
+from .uring import try_uring
 
 TUN_PATH = "/dev/net/tun"
 VNET_HDR_LEN = 10
@@ -31,6 +34,7 @@ class LinuxTun:
     `mode` is "tun" (frames are IP packets) or "tap" (Ethernet frames: `l2_hdr_len` 14)."""
 
     io_threads = False
+    lossless = False  # the kernel drops what the reader does not take in time
 
     def __init__(self, handle: InheritedFd, name: str, mtu: int, vnet_hdr_len: int,
                  created: bool, offload_flags: int = 0, mode: str = "tun",
@@ -74,12 +78,10 @@ class LinuxTun:
                 refused += 1
         return refused
 
-    def slot_io(self, frames):
-        """Batched I/O through io_uring where the kernel allows it (engine/tun/slots.py)."""
-        if not self.use_uring:
-            return None
-        from .slots import try_uring
-        return try_uring(self, frames)
+    def slot_io(self, frames) -> ViewSlotIO:
+        """io_uring where the kernel allows it (engine/tun/uring.py), else, and under
+        --io syscall, one read(2)/write(2) per frame."""
+        return try_uring(self, frames) if self.use_uring else ViewSlotIO(self, frames)
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -110,7 +112,7 @@ def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every 
     last word. cfg.mode ("tun", "tap"; "auto" = tun) is the mode of a device we create."""
     existed = device_exists(cfg.device)
     try:
-        fd = abi.libc_open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise TunError(f"{TUN_PATH} does not exist: load the tun module (modprobe tun)") from None
     except PermissionError:
@@ -125,13 +127,13 @@ def open(cfg) -> LinuxTun:  # noqa: A001 - the backend constructor, as in every 
             req.ifr_flags = ((abi.IFF_TAP if m == "tap" else abi.IFF_TUN) | abi.IFF_NO_PI
                              | (abi.IFF_VNET_HDR if cfg.offload else 0))
             try:
-                abi.ioctl(fd, abi.TUNSETIFF, req)
+                libc.ioctl(fd, abi.TUNSETIFF, req)
                 break
             except OSError as e:
                 if e.errno != errno.EINVAL or k + 1 == len(modes):
                     raise TunError(_setiff_error(cfg.device, e.errno)) from None
         got = abi.make_ifreq("")
-        abi.ioctl(fd, abi.TUNGETIFF, got)
+        libc.ioctl(fd, abi.TUNGETIFF, got)
         mode = tun_mode.mode_from_flags(got.ifr_flags)
         if mode is None:
             raise TunError(f"{cfg.device} is neither a TUN nor a TAP device")
@@ -168,7 +170,7 @@ def _enable_offload(fd: int) -> int:
     base = abi.TUN_F_CSUM | abi.TUN_F_TSO4 | abi.TUN_F_TSO6
     for flags in (base | abi.TUN_F_USO4 | abi.TUN_F_USO6, base):
         try:
-            abi.ioctl(fd, abi.TUNSETOFFLOAD, flags)
+            libc.ioctl(fd, abi.TUNSETOFFLOAD, flags)
             return flags
         except OSError as e:
             if e.errno != errno.EINVAL or flags == base:
@@ -185,7 +187,7 @@ def device_exists(name: str) -> bool:
     """Whether an interface of that name exists in this process's network namespace."""
     with _ioctl_socket() as s:
         try:
-            abi.ioctl(s.fileno(), abi.SIOCGIFINDEX, abi.make_ifreq(name))
+            libc.ioctl(s.fileno(), abi.SIOCGIFINDEX, abi.make_ifreq(name))
             return True
         except OSError as e:
             if e.errno == errno.ENODEV:
@@ -196,5 +198,5 @@ def device_exists(name: str) -> bool:
 def _get_mtu(name: str) -> int:
     with _ioctl_socket() as s:
         req = abi.make_ifreq(name)
-        abi.ioctl(s.fileno(), abi.SIOCGIFMTU, req)
+        libc.ioctl(s.fileno(), abi.SIOCGIFMTU, req)
         return req.ifr_ivalue

@@ -1,5 +1,5 @@
-"""Linux kernel ABI for TUN devices and interface ioctls, declared once in ctypes.
-
+"""Linux kernel ABI for TUN devices and interface ioctls, declared once in ctypes: the
+request numbers, flags and structures (the calls themselves: engine/platform/libc.py).
 Values come from include/uapi/linux/if_tun.h, linux/if.h, linux/sockios.h and
 asm-generic/ioctl.h (LINUX.md §1.1, §2.3). Sizes are for 64-bit Linux: `struct ifreq` is
 40 bytes with its union at offset 16; `struct in6_ifreq` is 24.
@@ -7,7 +7,6 @@ asm-generic/ioctl.h (LINUX.md §1.1, §2.3). Sizes are for 64-bit Linux: `struct
 from __future__ import annotations
 
 import ctypes
-import os
 
 # asm-generic/ioctl.h: dir(2 bits) | size(14) | type(8) | nr(8)
 _IOC_WRITE, _IOC_READ = 1, 2
@@ -80,32 +79,6 @@ class in6_ifreq(ctypes.Structure):
 
 
 assert ctypes.sizeof(ifreq) == 40 and ctypes.sizeof(in6_ifreq) == 24
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-_libc.ioctl.restype = ctypes.c_int
-_libc.open.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.open.restype = ctypes.c_int
-
-
-def libc_open(path: str, flags: int) -> int:
-    """open(2) through ctypes; raises OSError with errno."""
-    fd = _libc.open(os.fsencode(path), flags)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return fd
-
-
-def ioctl(fd: int, request: int, arg) -> int:
-    """ioctl(2) through ctypes. `arg` is a ctypes object (passed by reference) or an int
-    (passed by value, as TUNSETOFFLOAD and TUNSETPERSIST expect)."""
-    ptr = arg if isinstance(arg, int) else ctypes.addressof(arg)
-    rc = _libc.ioctl(fd, request, ptr)
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return rc
 
 
 def make_ifreq(name: str) -> ifreq:

@@ -6,7 +6,7 @@ appended to a sink pcap file, or only counted when there is none. Reads copy a s
 frame into the caller's buffer, where the kernel would. The object pickles as its
 settings, so the reader and writer processes each open their own side.
 
-The engine's loops move frames through `slot_io(frames)` (engine/tun/slots.py):
+The engine moves frames through `slot_io(frames)` (engine/tun/slots.py):
 `MemorySlotIO` loads the replay once into a padded matrix and copies a whole batch into
 the pool with one fancy-index assignment, and counts a batch written without a sink with
 one addition, so the kernel-free benchmark measures the pipeline, not this device.
@@ -29,6 +29,7 @@ from .slots import ViewSlotIO, u32
 class MemoryDevice:
     io_threads = False
     created = True
+    mode, l2_hdr_len = "tun", 0   # a replay holds IP packets
     lossless = True  # frames wait here until read, so the reader waits for ring room
     # frames the replay holds in all: the supervisor stops once they are all written or
     # dropped (None: it runs until stopped)
@@ -139,8 +140,8 @@ class MemorySlotIO(ViewSlotIO):
         self.mat = mat.view(f"V{w}")[:, 0]
         self._dst = frames[:, :w].view(f"V{w}")[:, 0]
 
-    def exchange(self, wslots: list, wlens: list, rslots: list, warrays=None):
-        refused = self.write(*(warrays or (u32(wslots), u32(wlens)))) if wslots else 0
+    def exchange(self, wslots: list, wlens: list, rslots: list):
+        refused = self.write(u32(wslots), u32(wlens)) if wslots else 0
         if not rslots:
             return refused, [], [], []
         start, n = self.dev._claim(len(rslots))

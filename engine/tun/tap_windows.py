@@ -46,6 +46,7 @@ from typing import Iterable, List, MutableSequence, Optional, Protocol, Sequence
 
 from . import TunError
 from . import win32, win_address
+from .slots import ViewSlotIO
 from .win32 import DWORD, OVERLAPPED
 
 # ---- tap-windows.h (tap-windows6) / common.h (TAP-Win32 8.x) -----------------------
@@ -213,6 +214,7 @@ class TapWindows:
 
     io_threads = True
     vnet_hdr_len = 0
+    lossless = False
     created = False  # TAP adapters are installed by provisioning, not by opening them
 
     def __init__(self, k32: win32.Api, handle: "win32.InheritedHandle", name: str, mtu: int,
@@ -341,6 +343,9 @@ class TapWindows:
         return w
 
     # -- either --
+    def slot_io(self, frames) -> ViewSlotIO:
+        return ViewSlotIO(self, frames)   # one ReadFile/WriteFile per frame
+
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
 

@@ -1,34 +1,25 @@
-"""io_uring through ctypes: many reads or writes on one descriptor for one syscall
-(LINUX.md §1: a TUN fd has no recvmmsg/sendmmsg; io_uring is the kernel's batch door).
-
-Why: the C reference mirror spends ~97 % of its time in the kernel, and on this VM (retpolines,
-Safe RET) each syscall entry and exit is a measurable part of every packet. One
-`io_uring_enter` carries a whole batch: N reads or N writes, each still one packet, each
-still done by the TUN driver exactly as read(2)/write(2) would, but entered once.
-
-Semantics we rely on (io_uring/rw.c, Linux >= 5.6 for IORING_OP_READ/WRITE):
-- Every request carries RWF_NOWAIT, so it is issued inline during the enter, in submission
-  order, and a read with nothing waiting completes at once with -EAGAIN. (Without it, a
-  read on a pollable file would be parked until a packet arrives, even on an O_NONBLOCK
-  descriptor.) Reads therefore take packets in queue order, writes hand them to the stack
-  in submission order, and when `io_uring_enter` returns every request has completed
-  (`submit` still waits for stragglers, should a kernel ever punt one to a worker thread).
-- Submission queue entries are read only during the enter; the same SQE slots can be
-  filled again right after it returns.
-
-The ring belongs to the process that made it (made lazily, never pickled, never shared
-after fork). Layout constants: include/uapi/linux/io_uring.h.
+"""io_uring for TUN/TAP slot I/O on Linux: `Uring`, a ring that carries many reads or
+writes on one descriptor in one io_uring_enter (a TUN fd has no recvmmsg/sendmmsg, LINUX.md
+§1), and `UringSlotIO`, the SlotIO of the Linux backend built on it (`try_uring`, with the
+fallback to one syscall per frame where io_uring is missing or forbidden). Layout
+constants: include/uapi/linux/io_uring.h.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import io
+import logging
 import mmap
 import os
 
 import numpy as np
 
-SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426      # x86-64 and arm64 (unified numbers)
+from ..platform import libc
+from .slots import ViewSlotIO, u32
+
+log = logging.getLogger("engine")
+
 IORING_OP_READ, IORING_OP_WRITE = 22, 23
 IORING_ENTER_GETEVENTS = 1
 RWF_NOWAIT = 0x8
@@ -68,10 +59,6 @@ assert SQE.itemsize == 64 and CQE.itemsize == 16
 assert (SQE.fields["addr"][1], SQE.fields["len"][1]) == (16, 24)
 assert (CQE.fields["user_data"][1], CQE.fields["res"][1]) == (0, 8)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-
 
 def read_failed(res: int) -> None:
     """A read completed with -errno other than EAGAIN (EIO, EBADFD: the device went away):
@@ -79,34 +66,31 @@ def read_failed(res: int) -> None:
     raise OSError(-res, f"read from the device: {os.strerror(-res)}")
 
 
-class UringError(OSError):
-    pass
-
-
-def _check(ret: int) -> int:
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise UringError(e, os.strerror(e))
-    return ret
-
-
 class Uring:
-    """A ring for batches of IORING_OP_READ and IORING_OP_WRITE on one descriptor `fd`.
+    """A ring for batches of IORING_OP_READ and IORING_OP_WRITE on one descriptor `fd`,
+    over buffers laid out as slots: `submit_slots` (numpy arrays) and `exchange_slots`
+    (lists, for a few requests) each issue writes, then reads, in one io_uring_enter.
 
-    `submit(opcodes, addrs, lens, out)` takes per request an opcode (or one for all), a
-    buffer address and a size (numpy arrays), issues them in that order in one
-    io_uring_enter, waits until all have completed, and leaves each request's result
-    (bytes moved, or -errno) in `out[i]`."""
+    Every request carries RWF_NOWAIT, so the kernel issues it inline during the enter, in
+    submission order, and a read with nothing waiting completes at once with -EAGAIN
+    (without it a read on a pollable file is parked until a packet arrives, even on an
+    O_NONBLOCK descriptor; io_uring/rw.c, Linux >= 5.6). Reads therefore take packets in
+    queue order, writes hand them to the stack in submission order, and every request has
+    completed when the enter returns (`_enter` still waits for one a kernel punted to a
+    worker thread). SQEs are read only during the enter, so they are filled again right
+    after it. The ring belongs to the process that made it: made there, never pickled."""
 
     def __init__(self, fd: int, entries: int = 256) -> None:
         self.fd = fd
         p = _Params()
         p.flags = IORING_SETUP_SINGLE_ISSUER
-        ret = _syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), ctypes.byref(p))
-        if ret < 0 and ctypes.get_errno() == errno.EINVAL:   # before Linux 6.0
+        try:
+            self.ring_fd = libc.check(libc.io_uring_setup(entries, p))
+        except OSError as e:
+            if e.errno != errno.EINVAL:   # EINVAL: no IORING_SETUP_SINGLE_ISSUER (< 6.0)
+                raise
             p = _Params()
-            ret = _syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), ctypes.byref(p))
-        self.ring_fd = _check(ret)
+            self.ring_fd = libc.check(libc.io_uring_setup(entries, p))
         try:
             self._map(p)
         except BaseException:
@@ -127,8 +111,8 @@ class Uring:
         # Identity SQ array: queue entry i is SQE i, so SQE slots follow the tail.
         self.sq_array[:] = np.arange(p.sq_entries, dtype=np.uint32)
         # the user_data of n completions in submission order, starting at SQE i: [i:i+n]
-        # (a list for exchange_slots; an array for submit, whose slice [i:i+n] also names
-        # the SQEs of a batch that wraps round the end of the queue)
+        # (a list for exchange_slots; an array for submit_slots, whose slice [i:i+n] also
+        # names the SQEs of a batch that wraps round the end of the queue)
         self._in_order = list(range(p.sq_entries)) + list(range(p.sq_entries))
         self._in_order_np = np.array(self._in_order, np.uint64)
         self._tail = int(self.sq_tail[0])
@@ -168,24 +152,14 @@ class Uring:
         cqes = cq[p.cq_off.cqes:p.cq_off.cqes + p.cq_entries * CQE.itemsize]
         self._cq_ud, self._cq_res = cqes.cast("Q"), cqes.cast("i")
 
-    def submit(self, opcodes, addrs: np.ndarray, lens, out: np.ndarray) -> None:
-        n = len(addrs)
-        if n > self.entries:
-            raise ValueError(f"{n} requests for a ring of {self.entries}")
-        i = self._tail & self.sq_mask
-        rows = slice(i, i + n) if i + n <= self.entries else self._in_order_np[i:i + n]
-        self._col_op[rows] = opcodes
-        self._col_addr[rows] = addrs
-        self._col_len[rows] = lens
-        self._reap(i, self._enter(n), n, out)
-
     def submit_slots(self, wslots, wlens, rslots, slot_addr: np.ndarray, size: int,
                      out: np.ndarray) -> None:
-        """`submit` for buffers laid out as slots, slot s at slot_addr[s]: writes of the
-        slots in `wslots` (wlens[i] bytes), then reads of up to `size` bytes into
-        `rslots` (numpy arrays; either may be None). The fields go straight into the
-        SQEs, with no arrays built in between: about half the numpy calls of `submit`,
-        each of which costs microseconds after the kernel has run (docs/benchmarks.md)."""
+        """Writes of the slots in `wslots` (wlens[i] bytes), then reads of up to `size`
+        bytes into `rslots` (numpy arrays; either may be None), slot s at slot_addr[s], in
+        one io_uring_enter; waits until all have completed and leaves each request's
+        result (bytes moved, or -errno) in out[i], in request order. The fields go
+        straight into the SQE columns, with no arrays built in between, because every
+        numpy call after the kernel has run is costly (docs/performance-notes.md)."""
         m = 0 if wslots is None else len(wslots)
         n = m + (0 if rslots is None else len(rslots))
         if n > self.entries:
@@ -224,8 +198,8 @@ class Uring:
 
     def exchange_slots(self, wslots: list, wlens: list, rslots: list, base: int, stride: int,
                        size: int):
-        """`submit` for a few requests, in plain Python, over buffers laid out as slots
-        (slot s at base + s * stride): writes of wslots[i] (wlens[i] bytes), then reads of
+        """`submit_slots` for a few requests, in plain Python, with lists (slot s at
+        base + s * stride): writes of wslots[i] (wlens[i] bytes), then reads of
         up to `size` bytes into rslots, in one io_uring_enter. Returns (refused writes,
         slots that received a frame, their lengths, slots that did not), the frames in
         the order they were read; a read that failed other than with EAGAIN raises.
@@ -233,9 +207,9 @@ class Uring:
         Up to a few dozen requests this costs less than numpy's per-call overhead. Only
         the three fields that change are stored per request (every other SQE field is set
         once, at start), and the completions are read in two calls, in the order they
-        were submitted (the order they complete in, with RWF_NOWAIT): the lines after the
-        syscall run with the caches cold (the kernel has just copied every frame), so each
-        one costs (docs/benchmarks.md)."""
+        were submitted (the order they complete in, with RWF_NOWAIT), because the lines
+        after the syscall run with the caches cold: the kernel has just copied every frame
+        (docs/performance-notes.md)."""
         m = len(wslots)
         n = m + len(rslots)
         if n > self.entries:
@@ -289,13 +263,12 @@ class Uring:
         returns the CQ head where their completions start."""
         self._tail += n
         self.sq_tail[0] = self._tail & 0xFFFFFFFF     # publish (x86 TSO: SQEs before tail)
-        _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, n, n, IORING_ENTER_GETEVENTS,
-                        None, 0))
+        libc.check(libc.io_uring_enter(self.ring_fd, n, n, IORING_ENTER_GETEVENTS, None, 0))
         head = self._cq_head
         got = (self.cq_tail[0] - head) & 0xFFFFFFFF
         while got < n:  # a request went to a kernel worker thread: wait for it
-            _check(_syscall(SYS_IO_URING_ENTER, self.ring_fd, 0, n - got,
-                            IORING_ENTER_GETEVENTS, None, 0))
+            libc.check(libc.io_uring_enter(self.ring_fd, 0, n - got, IORING_ENTER_GETEVENTS,
+                                           None, 0))
             got = (self.cq_tail[0] - head) & 0xFFFFFFFF
         return head
 
@@ -314,3 +287,99 @@ class Uring:
                 m.close()
             os.close(self.ring_fd)
             self.ring_fd = -1
+
+
+class UringSlotIO(ViewSlotIO):
+    """The Linux device's SlotIO: reads and writes of a batch in one io_uring_enter.
+    Steps of at most SMALL requests (a ping, a lone ACK) take plain syscalls instead: for
+    them the numpy set-up of a submission costs more than the syscalls it saves, and a
+    process woken from sleep runs numpy code many times slower than when warm."""
+
+    SMALL = 4    # up to this many requests: plain read(2)/write(2)
+    FEW = 32     # up to this many: SQEs filled in plain Python (Uring.exchange_slots)
+
+    def __init__(self, device, frames: np.ndarray, entries: int = 2048) -> None:
+        super().__init__(device, frames)
+        self.ring = Uring(device.fileno(), entries)
+        self._fd = device.fileno()
+        self._readinto = io.FileIO(self._fd, "rb", closefd=False).readinto
+        self._write = os.write
+        self.cap = self.ring.entries
+        self.size = frames.shape[1]
+        self._base, self._stride = frames.ctypes.data, frames.strides[0]
+        # every slot's address, computed once: a batch's addresses are one gather
+        self._slot_addr = (np.arange(len(frames), dtype=np.uint64) * np.uint64(self._stride)
+                           + np.uint64(self._base))
+        self._res = np.empty(self.cap, np.int32)   # results, reused every call
+
+    def read_one(self, slot: int) -> int:
+        # FileIO.readinto returns None on EAGAIN: no exception per idle probe
+        return self._readinto(self.views[slot]) or 0
+
+    def write_one(self, slot: int, n: int) -> bool:
+        try:
+            return self._write(self._fd, self.views[slot][:n]) == n
+        except OSError:
+            return False
+
+    def write(self, slots: np.ndarray, lens: np.ndarray) -> int:
+        if len(slots) <= self.SMALL:
+            return self._write_each(slots.tolist(), lens.tolist())
+        refused = 0
+        for at in range(0, len(slots), self.cap):
+            refused += self._submit(slots[at:at + self.cap], lens[at:at + self.cap], None)
+        return refused
+
+    def exchange(self, wslots: list, wlens: list, rslots: list):
+        m, r = len(wslots), len(rslots)
+        if m + r <= self.SMALL:
+            return (self._write_each(wslots, wlens), *self._read_each(rslots))
+        if m + r <= self.FEW:
+            return self.ring.exchange_slots(wslots, wlens, rslots, self._base, self._stride,
+                                            self.size)
+        if m:
+            ws, wl = u32(wslots), u32(wlens)
+        else:
+            ws = wl = None
+        if m + r > self.cap:            # more than one submission holds: write first
+            return self.write(ws, wl), *self.exchange([], [], rslots)[1:]
+        rs = u32(rslots)
+        refused = self._submit(ws, wl, rs)
+        got = self._res[m:m + r]
+        ok = got > 0
+        if ok.all():
+            return refused, rslots, got.tolist(), []
+        bad = got[~ok]
+        hard = bad[(bad != -errno.EAGAIN) & (bad != 0)]
+        if len(hard):
+            read_failed(int(hard[0]))
+        return refused, rs[ok].tolist(), got[ok].tolist(), rs[~ok].tolist()
+
+    def _submit(self, wslots, wlens, rslots) -> int:
+        """Writes (then reads) in one submission; returns the refused writes; the read
+        results stay in self._res[m:]."""
+        m = 0 if wslots is None else len(wslots)
+        n = m + (0 if rslots is None else len(rslots))
+        res = self._res
+        self.ring.submit_slots(wslots, wlens, rslots, self._slot_addr, self.size, res[:n])
+        return int(np.count_nonzero(res[:m] < 0)) if m and res[:m].min() < 0 else 0
+
+    def close(self) -> None:
+        self.ring.close()
+
+
+def try_uring(device, frames: np.ndarray) -> ViewSlotIO:
+    """A UringSlotIO for the device or, where io_uring is missing or forbidden (old kernel,
+    kernel.io_uring_disabled, seccomp), a ViewSlotIO: one syscall per frame, said once."""
+    global _warned
+    try:
+        return UringSlotIO(device, frames)
+    except OSError as e:
+        if not _warned:   # once per process
+            _warned = True
+            log.warning("io_uring unavailable (%s): one read/write syscall per frame",
+                        e.strerror)
+        return ViewSlotIO(device, frames)
+
+
+_warned = False

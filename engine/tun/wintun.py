@@ -29,6 +29,7 @@ from typing import Callable, MutableSequence, Optional, Sequence
 
 from . import TunError
 from . import win32
+from .slots import ViewSlotIO
 from .win32 import DWORD
 
 WINTUN_MIN_RING_CAPACITY = 0x20000    # wintun.h, 128 KiB
@@ -56,6 +57,8 @@ class Wintun:
 
     io_threads = True
     vnet_hdr_len = 0
+    mode, l2_hdr_len = "tun", 0   # Wintun is a layer-3 adapter
+    lossless = False
 
     def __init__(self, dll: win32.Api, k32: win32.Api, adapter: int, session: int,
                  name: str, mtu: int, created: bool) -> None:
@@ -95,6 +98,9 @@ class Wintun:
             ctypes.memmove(packet, win32.c_buffer(buf), n)
             dll.WintunSendPacket(session, packet)
         return refused
+
+    def slot_io(self, frames) -> ViewSlotIO:
+        return ViewSlotIO(self, frames)   # one ring packet per frame
 
     def fileno(self) -> int:
         return -1  # no POSIX descriptor: use wait()
