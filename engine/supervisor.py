@@ -106,7 +106,6 @@ class Supervisor:
 
     # ---- lifetime ------------------------------------------------------------------
     def run(self) -> int:
-        cfg = self.cfg
         # Signal handlers first: a SIGINT/SIGTERM at any moment of start-up leads to the
         # same clean stop (exit 0, nothing left behind), never a KeyboardInterrupt.
         # (HUP and QUIT too: their default action would end us with no clean-up)
@@ -114,51 +113,60 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         for sig in platform.IGNORED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-        self.dev = dev = open_device(cfg)
+        self.dev = dev = open_device(self.cfg)
         try:
-            if cfg.offload and not dev.vnet_hdr_len:  # the backend has no offload (Windows)
-                self.cfg = cfg = cfg.replace(offload=False)
-            addr4, addr6 = provision(cfg, dev)
-            l2_len = dev.l2_hdr_len   # 14: TAP mode (Ethernet frames)
-            rule = Mirror(addr4, addr6, dev.vnet_hdr_len, l2_len)
-            layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
-            prefix = shm.shm_prefix(dev.name)
-            self.segments = shm.Segments(prefix, layout)
-            self.segments.mapped.ctl[journal.SUPERVISOR_PID] = os.getpid()
-            wakes = tuple(platform.new_wake() for _ in range(layout.actors))
-            capture = pcap_fd = None
-            if cfg.pcap:
-                capture, pcap_fd = Capture.create(
-                    cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
-                    pcap.LINKTYPE_ETHERNET if l2_len else pcap.LINKTYPE_RAW)
-            self.ctx = Context(prefix, layout, dev, rule, cfg.batch_size,
-                               cfg.spin_us / 1e6, wakes, capture, cfg.inline)
-            # workers never touch the device: they get none, so a device that cannot
-            # leave this process (Wintun) or must not be held twice (TAP-Windows) is safe
-            self.worker_ctx = dataclasses.replace(self.ctx, device=None)
-            log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
-                     "%.1f MiB shared)", ", ".join(str(a) for a in (addr4, addr6) if a),
-                     dev.name, dev.mode,
-                     "created" if dev.created else "attached", cfg.workers,
-                     "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
-                     layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
-            log.info("frames: %s", topology.backlog_plan(cfg.inline, cfg.workers))
-            log.info("processes: %s platform, start method %s, device I/O in %s",
-                     platform.NAME, cfg.start_method,
-                     "supervisor threads" if dev.io_threads else "reader and writer processes")
-            if cfg.replay:
-                log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
-                         "(--offload)" if cfg.offload else "frames start at the IP header "
-                         "(offload off; --offload if they carry a virtio_net_hdr)")
+            if self.cfg.offload and not dev.vnet_hdr_len:  # no offload in this backend (Windows)
+                self.cfg = self.cfg.replace(offload=False)
+            addrs = provision(self.cfg, dev)
+            pcap_fd = self._make_run(addrs)
+            self._log_start(addrs)
             try:
-                if cfg.user:
-                    _drop_privileges(cfg.user, prefix, [pcap_fd, self.stats_made])
+                if self.cfg.user:
+                    _drop_privileges(self.cfg.user, self.ctx.prefix, [pcap_fd, self.stats_made])
             finally:
                 if pcap_fd is not None:
                     os.close(pcap_fd)
             return self._supervise()
         finally:
             self._cleanup()
+
+    def _make_run(self, addrs) -> Optional[int]:
+        """The run's rule, segments, wake-ups and capture, in self.ctx; returns the --pcap
+        descriptor (to hand to --user, then close) or None."""
+        cfg, dev = self.cfg, self.dev
+        rule = Mirror(*addrs, dev.vnet_hdr_len, dev.l2_hdr_len)
+        layout = shm.Layout(cfg.workers, cfg.pool_frames, cfg.slot_size, cfg.rx_ring_frames)
+        prefix = shm.shm_prefix(dev.name)
+        self.segments = shm.Segments(prefix, layout)
+        self.segments.mapped.ctl[journal.SUPERVISOR_PID] = os.getpid()
+        wakes = tuple(platform.new_wake() for _ in range(layout.actors))
+        capture = pcap_fd = None
+        if cfg.pcap:
+            capture, pcap_fd = Capture.create(
+                cfg.pcap, cfg.pcap_count, dev.vnet_hdr_len,
+                pcap.LINKTYPE_ETHERNET if dev.l2_hdr_len else pcap.LINKTYPE_RAW)
+        self.ctx = Context(prefix, layout, dev, rule, cfg.batch_size,
+                           cfg.spin_us / 1e6, wakes, capture, cfg.inline)
+        # workers never touch the device: they get none, so a device that cannot
+        # leave this process (Wintun) or must not be held twice (TAP-Windows) is safe
+        self.worker_ctx = dataclasses.replace(self.ctx, device=None)
+        return pcap_fd
+
+    def _log_start(self, addrs) -> None:
+        cfg, dev, layout = self.cfg, self.dev, self.ctx.layout
+        log.info("mirroring %s on %s (%s, %s, %d workers, offload %s, %d x %d-byte slots = "
+                 "%.1f MiB shared)", ", ".join(str(a) for a in addrs if a),
+                 dev.name, dev.mode, "created" if dev.created else "attached", cfg.workers,
+                 "on" if dev.vnet_hdr_len else "off", layout.pool_frames,
+                 layout.slot_size, (layout.pool_bytes + layout.ctl_bytes) / 2**20)
+        log.info("frames: %s", topology.backlog_plan(cfg.inline, cfg.workers))
+        log.info("processes: %s platform, start method %s, device I/O in %s",
+                 platform.NAME, cfg.start_method,
+                 "supervisor threads" if dev.io_threads else "reader and writer processes")
+        if cfg.replay:
+            log.info("replay %s: %s", cfg.replay, "frames start with a virtio_net_hdr "
+                     "(--offload)" if cfg.offload else "frames start at the IP header "
+                     "(offload off; --offload if they carry a virtio_net_hdr)")
 
     def _supervise(self) -> int:
         stop_at = time.monotonic() + self.cfg.duration if self.cfg.duration else None
