@@ -136,8 +136,12 @@ def main(argv) -> int:
         enter_namespace(ns)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         say(f"namespace {ns}: only lo and {DEVICE}, no route out")
-        engine = _start_engine(a)
-        if engine is None:
+        # started here, so that a signal while it starts still finds it to stop below
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--device", DEVICE, "--workers", str(a.workers),
+             "--address", ADDR4, "--address6", ADDR6, "--inline", a.inline],
+            stderr=subprocess.PIPE, text=True)
+        if not _ready(engine):
             return 1
         worked = _exercise(a)
         engine.send_signal(signal.SIGTERM)
@@ -174,12 +178,8 @@ def _cannot_run():
     return None
 
 
-def _start_engine(a):
-    """The engine, started in this namespace and ready, or None (said why)."""
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "engine", "--device", DEVICE, "--workers", str(a.workers),
-         "--address", ADDR4, "--address6", ADDR6, "--inline", a.inline],
-        stderr=subprocess.PIPE, text=True)
+def _ready(engine) -> bool:
+    """Whether the engine came up (its start-up said)."""
     lines = []
     for line in engine.stderr:
         lines.append(line.rstrip())
@@ -188,8 +188,8 @@ def _start_engine(a):
             break
     if engine.poll() is not None or not any("ready" in ln for ln in lines):
         say("the engine did not start")
-        return None
-    return engine
+        return False
+    return True
 
 
 def _exercise(a) -> bool:
