@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import io
 import logging
 import mmap
@@ -214,38 +215,10 @@ class Uring:
         n = m + len(rslots)
         if n > self.entries:
             raise ValueError(f"{n} requests for a ring of {self.entries}")
-        t = tail = self._tail
-        mask, op, addr, ln = self.sq_mask, self._sq_op, self._sq_addr, self._sq_len
-        for s, k in zip(wslots, wlens):
-            i = t & mask
-            op[i << 6] = IORING_OP_WRITE
-            addr[(i << 3) + 2] = base + s * stride
-            ln[(i << 4) + 6] = k
-            t += 1
-        for s in rslots:
-            i = t & mask
-            op[i << 6] = IORING_OP_READ
-            addr[(i << 3) + 2] = base + s * stride
-            ln[(i << 4) + 6] = size
-            t += 1
-        head = self._enter(n)
-        # Every completion's user_data and result, in two C calls (strided memoryview
-        # slices) where the n completions do not wrap round the end of the queue
-        c = head & self.cq_mask
-        if c + n <= self.cq_mask + 1:
-            uds = self._cq_ud[c << 1:(c + n) << 1:2].tolist()
-            res = self._cq_res[(c << 2) + 2:((c + n) << 2) + 2:4].tolist()
-        else:
-            cs = [(head + j) & self.cq_mask for j in range(n)]
-            uds = [self._cq_ud[c << 1] for c in cs]
-            res = [self._cq_res[(c << 2) + 2] for c in cs]
-        self._consumed(n)
-        first = tail & mask
-        if uds != self._in_order[first:first + n]:   # not in submission order: sort them
-            by_request = [0] * n
-            for u, x in zip(uds, res):
-                by_request[(u - first) & mask] = x    # user_data: the SQE index
-            res = by_request
+        tail = self._tail
+        t = self._fill(tail, IORING_OP_WRITE, wslots, wlens, base, stride)
+        self._fill(t, IORING_OP_READ, rslots, itertools.repeat(size), base, stride)
+        res = self._results(self._enter(n), tail, n)
         refused = sum(1 for x in res[:m] if x < 0) if m and min(res[:m]) < 0 else 0
         got_s, got_l, unused = [], [], []
         for s, x in zip(rslots, res[m:]):
@@ -257,6 +230,39 @@ class Uring:
             else:
                 read_failed(x)
         return refused, got_s, got_l, unused
+
+    def _fill(self, t: int, opcode: int, slots, lens, base: int, stride: int) -> int:
+        """SQEs of one opcode from cursor t, slot s at base + s * stride; returns the
+        cursor after them."""
+        mask, op, addr, ln = self.sq_mask, self._sq_op, self._sq_addr, self._sq_len
+        for s, k in zip(slots, lens):
+            i = t & mask
+            op[i << 6] = opcode
+            addr[(i << 3) + 2] = base + s * stride
+            ln[(i << 4) + 6] = k
+            t += 1
+        return t
+
+    def _results(self, head: int, tail: int, n: int) -> list:
+        """The n results of the SQEs submitted from `tail`, by request, read from the
+        completions at `head` in two C calls (strided memoryview slices) where they do not
+        wrap round the end of the queue."""
+        c = head & self.cq_mask
+        if c + n <= self.cq_mask + 1:
+            uds = self._cq_ud[c << 1:(c + n) << 1:2].tolist()
+            res = self._cq_res[(c << 2) + 2:((c + n) << 2) + 2:4].tolist()
+        else:
+            cs = [(head + j) & self.cq_mask for j in range(n)]
+            uds = [self._cq_ud[c << 1] for c in cs]
+            res = [self._cq_res[(c << 2) + 2] for c in cs]
+        self._consumed(n)
+        first, mask = tail & self.sq_mask, self.sq_mask
+        if uds != self._in_order[first:first + n]:   # not in submission order: sort them
+            by_request = [0] * n
+            for u, x in zip(uds, res):
+                by_request[(u - first) & mask] = x    # user_data: the SQE index
+            res = by_request
+        return res
 
     def _enter(self, n: int) -> int:
         """Publish the n SQEs just filled, submit them, wait until all n have completed;
