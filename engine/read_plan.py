@@ -24,6 +24,7 @@ The shape of it (the measurements behind each rule: docs/performance-notes.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LONE_BURST = 2               # a frame and the kernel's answer to it
 BIG_FRAME, BIG_BURST = 16 << 10, 64
@@ -47,11 +48,11 @@ class Policy:
         return self.ring_capacity // 4
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What the reader does next: read `frames` (then up to `burst` one-frame steps in
     one journal entry, when it mirrors them itself), or wait for free slots or room.
-    `short`: the rings had too little room (the caller times how long)."""
+    `short`: the rings had too little room (the caller times how long). A tuple, not a
+    dataclass: one is made per turn of the reader's loop."""
 
     frames: int = 0
     burst: int = 1
@@ -60,6 +61,7 @@ class Step:
 
 
 WAIT_SLOTS = Step(wait="slots")
+PROBES = {False: Step(1, LONE_BURST), True: Step(1, BIG_BURST)}   # by `big`
 
 
 def plan(p: Policy, *, free: int, room: int, idle: bool, want: int, big: bool,
@@ -80,8 +82,8 @@ def plan(p: Policy, *, free: int, room: int, idle: bool, want: int, big: bool,
             return Step(frames=need, wait="room", short=True)
         room = room or p.read_max
     if not want:
-        return Step(1, BIG_BURST if big else LONE_BURST, short=short)
-    return Step(min(p.read_max, room, free, want), short=short)
+        return Step(1, PROBES[big].burst, short=True) if short else PROBES[big]
+    return Step(min(p.read_max, room, free, want), 1, "", short)
 
 
 def mine(p: Policy, step: Step, got: int, idle: bool) -> bool:

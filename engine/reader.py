@@ -116,6 +116,7 @@ class Reader:
     # ---------------------------------------------------------------- the loop
     def run(self) -> None:
         ctl, p, stack, free_ring = self.m.ctl, self.policy, self.stack, self.free_ring
+        plan, mine, after = read_plan.plan, read_plan.mine, read_plan.after
         want, big, blocked_since = 0, False, 0.0
         while not ctl[STOP]:
             if free_ring.available():
@@ -124,8 +125,8 @@ class Reader:
             idle = self.pushed == free_ring.pushed
             room = 0 if idle else min(r.space() for r in self.rx)
             blocked_s = time.perf_counter() - blocked_since if blocked_since else 0.0
-            step = read_plan.plan(p, free=len(stack), room=room, idle=idle, want=want,
-                                  big=big, blocked_s=blocked_s)
+            step = plan(p, free=len(stack), room=room, idle=idle, want=want, big=big,
+                        blocked_s=blocked_s)
             blocked_since = (blocked_since or time.perf_counter()) if step.short else 0.0
             if step.wait:
                 self.wait(step)
@@ -137,9 +138,9 @@ class Reader:
                     self.quiet()
                 continue
             self.idle.worked()
-            own = read_plan.mine(p, step, len(slots), idle)
+            own = mine(p, step, len(slots), idle)
             nbytes = self.own(slots, lens, step.burst) if own else self.hand(slots, lens)
-            want, big = read_plan.after(p, step, want, big, len(slots), nbytes)
+            want, big = after(p, step, want, big, len(slots), nbytes)
         self.cnt.commit()
 
     def refill(self) -> None:
@@ -199,20 +200,21 @@ class Reader:
             slots, lens, answers = self.admit(slots, lens)
             if slots:
                 slots, lens = self.mirror(slots, lens)
-            self.write(slots, lens, sum(lens), answers)
-            if slots:   # its slot is free, not yet reused: keep a copy for `rehearse`
-                k = min(lens[-1], len(self.rehearsal))
-                self.rehearsal[:k] = self.views[slots[-1]][:k]
-                self.rehearsal_n = lens[-1]
+            self.write(slots, lens, answers)
+            last = (slots[-1], lens[-1]) if slots else None
             if taken >= burst or not self.stack:
                 break
-            slots, lens = self.read(1)
+            slots, lens = self.read(1)   # into the slot just written, still in cache
             if not slots:
                 break
             taken += 1
             nbytes += lens[0]
             self.journal.grow(taken, nbytes)
         self.commit(seq, taken, nbytes)
+        if last:   # the last step's frame: its slot is free, but no read has filled it since
+            k = min(last[1], len(self.rehearsal))
+            self.rehearsal[:k] = self.views[last[0]][:k]
+            self.rehearsal_n = last[1]
         return nbytes
 
     def hand(self, slots: list, lens: list) -> int:
@@ -221,7 +223,7 @@ class Reader:
         seq = self.journal.begin(n, nbytes, self.pushed)
         slots, lens, answers = self.admit(slots, lens)
         if answers:
-            self.write((), (), 0, answers)
+            self.write((), (), answers)
         if slots:
             self.push(slots, lens)
         self.commit(seq, n, nbytes)
@@ -305,6 +307,14 @@ class Reader:
         """Mirror frames in place: the forwarded ones, each dropped one counted, its slot
         free."""
         c, rule = self.cnt.c, self.rule
+        if len(slots) == 1:   # a one-frame step: no lists to build
+            reason = mirror_frame(rule, self.views[slots[0]], lens[0])
+            if not reason:
+                return slots, lens
+            c[DROP_BASE + reason - 1] += 1
+            c[I_DROP_BYTES] += lens[0]
+            self.stack.append(slots[0])
+            return (), ()
         if len(slots) <= SMALL_BATCH:
             views, keep = self.views, []
             for k, (s, ln) in enumerate(zip(slots, lens)):
@@ -326,15 +336,16 @@ class Reader:
             keep = np.flatnonzero(reasons == FORWARD).tolist()
         return self.only(slots, lens, keep)
 
-    def write(self, slots, lens, nbytes: int, answers=None) -> None:
-        """The reader's one way out to the device: frames it mirrored (nbytes of them)
-        and TAP answers (counted at their requests' length), counted once written; every
-        slot back to the stack."""
+    def write(self, slots, lens, answers=None) -> None:
+        """The reader's one way out to the device: frames it mirrored and TAP answers
+        (counted at their requests' length), counted once written; every slot back to
+        the stack."""
+        if not slots and not answers:
+            return
+        nbytes = sum(lens)
         if answers:
             slots, lens = [*slots, *answers[0]], [*lens, *answers[1]]
             nbytes += answers[2]
-        if not slots:
-            return
         if self.capture:
             self.capture.frames([self.views[s] for s in slots], lens)
         if len(slots) == 1:
