@@ -2,7 +2,7 @@
 IP mirror (see README.md)."""
 from .config import Config
 from .errors import ConfigError, EngineError
-from .rewrite import Mirror, mirror_batch, mirror_frame
+from .packet import Mirror, mirror_batch, mirror_frame
 from .tun import Device, TunError, open_device
 
 __all__ = ["Config", "ConfigError", "EngineError", "Mirror", "mirror_batch", "mirror_frame",

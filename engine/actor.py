@@ -9,13 +9,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import journal, platform, shard, shm
+from . import journal, packet, platform, shm
 from .capture import Capture
 from .errors import EngineError
-from .rewrite import Mirror, mirror_batch
+from .packet import FORWARD, Mirror
 from .stats import DROP_BASE, DROP_REASONS, F
 
 log = logging.getLogger("engine")
+I_DROP_BYTES = F["drop_bytes"]
 
 IDLE_TIMEOUT = 0.5  # seconds; a sleep's bound, a safety net behind the wake-up handshake
 
@@ -116,22 +117,19 @@ def open_capture(ctx: Context, m: shm.Mapped):
         return None
 
 
-def count_drops(c: list, reasons: np.ndarray) -> None:
-    """Add a batch's drop reasons (0: forwarded) to the counts."""
+def count_drops(c: list, reasons: np.ndarray, lens) -> np.ndarray:
+    """Count a run's dropped frames by reason (0: forwarded), and their bytes; returns
+    which frames were forwarded."""
     for r, k in enumerate(np.bincount(reasons, minlength=len(DROP_REASONS) + 1)[1:]):
         if k:
             c[DROP_BASE + r] += int(k)
+    forwarded = reasons == FORWARD
+    c[I_DROP_BYTES] += int(np.asarray(lens, np.int64)[~forwarded].sum())
+    return forwarded
 
 
 def warm_up(rule: Mirror, workers: int) -> None:
-    """Run the vector paths once on a scratch batch, so the memory numpy and the
-    interpreter set aside on first use is taken at start, not under traffic later (the
-    soak test holds every process's memory flat)."""
-    o = rule.vnet_hdr_len + rule.l2_hdr_len
-    scratch = np.zeros((128, o + 128), np.uint8)
-    scratch[:, o] = 0x45
-    slots = np.arange(len(scratch), dtype=np.uint32)
-    lens = np.full(len(scratch), o + 40, np.uint32)
-    mirror_batch(rule, scratch, slots, lens)
-    shard.worker_of(scratch, slots, lens, o, max(workers, 2))
-    count_drops([0] * len(F), np.zeros(len(slots), np.uint8))
+    """Run the packet code's numpy forms, and the drop count, once at start (see
+    packet.warm_up)."""
+    packet.warm_up(rule, workers)
+    count_drops([0] * len(F), np.zeros(4, np.uint8), [0] * 4)

@@ -14,6 +14,7 @@ from typing import Optional
 
 from . import platform
 from .errors import ConfigError
+from .packet.headers import ETH_HLEN, MAX_IP_PACKET, SPECIAL_NETWORKS, VLAN_HLEN, VNET_HDR_LEN
 
 MAX_BATCH = 1024  # frames per batch at most; also what one reader step reads at most
 
@@ -21,11 +22,9 @@ DEFAULT_DEVICE = "mirror0"
 DEFAULT_MEMORY_DEVICE = "memory0"  # its own name: a replay never takes a live engine's
 DEFAULT_ADDRESS = "10.3.0.1/24"  # the article's network
 IFNAMSIZ = 16  # linux/if.h: names are at most 15 bytes plus NUL
-VNET_HDR_LEN = 10  # sizeof(struct virtio_net_hdr), linux/virtio_net.h
-MAX_IP_PACKET = 65535  # IPv4 total length / GSO super-packet ceiling
 CACHE_LINE = 64
 MODES = ("auto", "tun", "tap")  # auto: the mode of an existing device, else tun
-L2_HEADROOM = 14 + 4  # TAP mode: Ethernet header, plus a VLAN tag read only to be dropped
+L2_HEADROOM = ETH_HLEN + VLAN_HLEN  # TAP mode: a VLAN tag is read only to be dropped
 DRIVERS = ("auto", "linux", "tap-windows", "wintun", "memory")
 START_METHODS = ("spawn", "forkserver", "fork")
 INLINE_MODES = ("auto", "always", "never")
@@ -33,13 +32,6 @@ IO_MODES = ("auto", "syscall")
 # The shortest mirror prefixes accepted without --allow-wide-prefix: a shorter one routes
 # a share of the world's addresses into the mirror, which would answer as those hosts.
 MIN_PREFIX = {4: 8, 6: 16}
-# Destinations never reflected to, whatever the prefix (the rule excludes them), and
-# ranges a device address cannot come from: "this network", loopback, link-local,
-# multicast, reserved (240/4, limited broadcast included); IPv6 unspecified, loopback,
-# IPv4-mapped, link-local, multicast.
-SPECIAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "::ffff:0:0/96", "fe80::/10", "ff00::/8"))
 
 
 def _round_up(n: int, k: int) -> int:

@@ -306,7 +306,8 @@ class Dumper:
 
 
 def _isatty(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)   # a stream stand-in may have none
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
+        return bool(isatty and isatty())
+    except ValueError:   # a closed stream
         return False

@@ -23,18 +23,14 @@ import time
 
 import numpy as np
 
-from . import l2, platform, read_plan, shard
+from . import packet, platform, read_plan
 from .actor import IDLE_TIMEOUT, Context, Idle, count_drops, open_capture, start_child, stopping, warm_up
 from .config import MAX_BATCH
 from .journal import READER_DONE, READER_ROOM, STOP, ReaderJournal, free_slots, recover_reader
-from .rewrite import FORWARD, mirror_batch, mirror_frame, reflect
 from .shm import Mapped
 from .stats import DROP_BASE, DROP_REASONS, HIST_BASE, Counters, F
 from .topology import READER, reader_takes_backlog, worker
-from .tun.slots import u32
 from .wake import Sleeper, Waker
-
-SMALL_BATCH = 40   # (moves into engine/packet)
 
 # A reader's exit status when its device was deleted under it (reads fail with EBADFD):
 # the supervisor then stops the engine, saying so once, instead of restarting the reader.
@@ -77,6 +73,7 @@ class Reader:
     def __init__(self, ctx: Context, m: Mapped) -> None:
         self.ctx, self.m, self.dev, self.W, self.rule = ctx, m, ctx.device, ctx.workers, ctx.rule
         self.frames, self.views = m.frames, m.slot_views()
+        self.pool = packet.Pool(self.frames, self.views)
         self.rx = [m.rx(i) for i in range(self.W)]
         self.free_ring = m.free()
         self.wake = [Waker(m.flag(worker(i)), ctx.wakes[worker(i)]) for i in range(self.W)]
@@ -256,31 +253,24 @@ class Reader:
         return self.link_layer(slots, lens)
 
     def link_layer(self, slots: list, lens: list):
-        """TAP mode: classify the Ethernet frames (engine/l2.py); see `admit`."""
-        if len(slots) <= SMALL_BATCH:
-            kr = [l2.classify_frame(self.views[s], ln, self.vo) for s, ln in zip(slots, lens)]
-            if all(k == l2.KIND_IP for k, _ in kr):
-                return slots, lens, None
-            other = [i for i, (k, _) in enumerate(kr) if k != l2.KIND_IP]
-        else:
-            kind, reason = l2.classify_batch(self.frames, u32(slots), u32(lens), self.vo)
-            if not kind.any():
-                return slots, lens, None
-            other = np.flatnonzero(kind).tolist()
-            kr = {i: (int(kind[i]), int(reason[i])) for i in other}
-        c, gone = self.cnt.c, set(other)
+        """TAP mode: classify the Ethernet frames (engine/packet/ethernet.py); see
+        `admit`."""
+        other = packet.classify(self.pool, slots, lens, self.vo)
+        if other is None:
+            return slots, lens, None
+        c = self.cnt.c
         answered, a_lens, a_bytes = [], [], 0
-        for i in other:
-            k, r = kr[i]
-            n = self.answer(k, slots[i], lens[i]) if k != l2.KIND_DROP else 0
+        for i, kind, reason in other:
+            n = self.answer(kind, slots[i], lens[i]) if kind != packet.KIND_DROP else 0
             if n:
                 answered.append(slots[i])
                 a_lens.append(n)
                 a_bytes += lens[i]
             else:   # a request the rule has no answer for is not_mirrored
-                c[DROP_BASE + r - 1 if k == l2.KIND_DROP else R_NOT_MIRRORED] += 1
+                c[DROP_BASE + reason - 1 if kind == packet.KIND_DROP else R_NOT_MIRRORED] += 1
                 c[I_DROP_BYTES] += lens[i]
                 self.stack.append(slots[i])
+        gone = {i for i, _, _ in other}
         keep = [i for i in range(len(slots)) if i not in gone]
         return ([slots[i] for i in keep], [lens[i] for i in keep],
                 (answered, a_lens, a_bytes) if answered else None)
@@ -290,8 +280,8 @@ class Reader:
         own slot; returns its length, 0 when there is none to give."""
         rule, view = self.rule, self.views[slot]
         frame = bytes(view[:length])
-        out = (l2.arp_reply(frame, self.vo, rule.address) if kind == l2.KIND_ARP
-               else l2.neighbour_advert(frame, self.vo, rule.address6))
+        out = (packet.arp_reply(frame, self.vo, rule.address) if kind == packet.KIND_ARP
+               else packet.neighbour_advert(frame, self.vo, rule.address6))
         if out is None or len(out) >= self.slot_size:
             return 0
         view[:len(out)] = out
@@ -306,35 +296,11 @@ class Reader:
     def mirror(self, slots: list, lens: list):
         """Mirror frames in place: the forwarded ones, each dropped one counted, its slot
         free."""
-        c, rule = self.cnt.c, self.rule
-        if len(slots) == 1:   # a one-frame step: no lists to build
-            reason = mirror_frame(rule, self.views[slots[0]], lens[0])
-            if not reason:
-                return slots, lens
-            c[DROP_BASE + reason - 1] += 1
-            c[I_DROP_BYTES] += lens[0]
-            self.stack.append(slots[0])
-            return (), ()
-        if len(slots) <= SMALL_BATCH:
-            views, keep = self.views, []
-            for k, (s, ln) in enumerate(zip(slots, lens)):
-                reason = mirror_frame(rule, views[s], ln)
-                if reason:
-                    c[DROP_BASE + reason - 1] += 1
-                    c[I_DROP_BYTES] += ln
-                else:
-                    keep.append(k)
-            if len(keep) == len(slots):
-                return slots, lens
-        else:
-            s_arr, l_arr = u32(slots), u32(lens)
-            reasons = mirror_batch(rule, self.frames, s_arr, l_arr)
-            if not reasons.any():
-                return slots, lens
-            count_drops(c, reasons)
-            c[I_DROP_BYTES] += int(l_arr[reasons != FORWARD].sum())
-            keep = np.flatnonzero(reasons == FORWARD).tolist()
-        return self.only(slots, lens, keep)
+        reasons = packet.mirror(self.rule, self.pool, slots, lens)
+        if reasons is None:
+            return slots, lens
+        forwarded = count_drops(self.cnt.c, reasons, lens)
+        return self.only(slots, lens, np.flatnonzero(forwarded).tolist())
 
     def write(self, slots, lens, answers=None) -> None:
         """The reader's one way out to the device: frames it mirrored and TAP answers
@@ -364,15 +330,11 @@ class Reader:
         its cost does not grow with the worker count (docs/performance-notes.md,
         "Splitting a batch by worker")."""
         c, W, o = self.cnt.c, self.W, self.ip_o
-        s_arr, l_arr = u32(slots), u32(lens)
+        s_arr, l_arr = packet.u32(slots), packet.u32(lens)
         if W == 1:
             runs = ((0, 0, len(slots)),)
         else:
-            if len(slots) <= SMALL_BATCH:
-                dest = np.array([shard.worker_of_one(self.views[s], o, ln, W)
-                                 for s, ln in zip(slots, lens)], np.intp)
-            else:
-                dest = shard.worker_of(self.frames, s_arr, l_arr, o, W)
+            dest = packet.worker_of(self.pool, s_arr, l_arr, o, W)
             order = np.argsort(dest, kind="stable")
             s_arr, l_arr = s_arr[order], l_arr[order]
             ends = np.cumsum(np.bincount(dest, minlength=W)).tolist()
@@ -407,8 +369,8 @@ class Reader:
         n = self.rehearsal_n
         if not n:
             return
-        reflect(self.rehearsal, self.ip_o)
-        mirror_frame(self.rule, self.rehearsal, n)
+        packet.reflect(self.rehearsal, self.ip_o)
+        packet.mirror_frame(self.rule, self.rehearsal, n)
         if self.stack:
             self.views[self.stack[-1]][0]   # noqa: B018 - the slot the next read fills
         self.free_ring.pushed + self.m.ctl[STOP]   # noqa: B018

@@ -40,7 +40,7 @@ from .capture import Capture
 from .monitor import Dumper
 from .config import Config, parse_address, check_mirror_network, DEFAULT_ADDRESS
 from .errors import EngineError
-from .rewrite import Mirror
+from .packet import Mirror
 from .tun import open_device
 
 log = logging.getLogger("engine")

@@ -1,5 +1,5 @@
-"""A worker: takes runs of frames from its rx ring, mirrors them in place with numpy
-(engine/rewrite.py), and passes every descriptor on to its tx ring for the writer, with
+"""A worker: takes runs of frames from its rx ring, mirrors them in place
+(engine/packet/ip.py), and passes every descriptor on to its tx ring for the writer, with
 length 0 for a frame it dropped (the reason counted here)."""
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ import numpy as np
 from .actor import Context, Idle, count_drops, share_cpus, start_child, stopping, warm_up
 from .config import MAX_BATCH
 from .journal import READER_DONE, READER_ROOM, recover_worker
-from .rewrite import FORWARD, mirror_batch, mirror_frame
+from .packet import Pool, mirror
 from .stats import Counters, F
 from .topology import READER, worker, writer
 from .wake import Sleeper, Waker
 
-SMALL_BATCH = 40   # (moves into engine/packet)
 # Frames a worker (or the writer) takes from a ring at once: all that is queued, up to
 # this, so one that fell behind catches up in one long run, each run's cost being mostly
 # fixed (docs/performance-notes.md, "Worker runs and batch size").
 RUN_MAX = MAX_BATCH
 I_IN_FRAMES, I_IN_BYTES, I_SLEEPS = F["in_frames"], F["in_bytes"], F["sleeps"]
-I_OUT_FRAMES, I_OUT_BYTES, I_DROP_BYTES = F["out_frames"], F["out_bytes"], F["drop_bytes"]
+I_OUT_FRAMES, I_OUT_BYTES = F["out_frames"], F["out_bytes"]
 
 
 def worker_loop(ctx: Context, i: int) -> None:
@@ -38,7 +37,7 @@ def worker_loop(ctx: Context, i: int) -> None:
     cnt.commit()
     warm_up(ctx.rule, ctx.workers)
     idle = Idle(ctx.spin_s, yield_cpu=share_cpus(ctx))
-    mirror = _Mirror(ctx.rule, m.frames, m.slot_views(), cnt.c)
+    mirror = _Mirror(ctx.rule, Pool(m.frames, m.slot_views()), cnt.c)
     m.ready[worker(i)] = os.getpid()
 
     def has_work():
@@ -77,26 +76,17 @@ def worker_loop(ctx: Context, i: int) -> None:
 class _Mirror:
     """A run's rewrite and counts: returns the lengths to pass on, 0 for a dropped frame."""
 
-    def __init__(self, rule, frames, views, c: list) -> None:
-        self.rule, self.frames, self.views, self.c = rule, frames, views, c
+    def __init__(self, rule, pool: Pool, c: list) -> None:
+        self.rule, self.pool, self.c = rule, pool, c
 
     def __call__(self, slots: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        c, n = self.c, len(slots)
-        if n <= SMALL_BATCH:
-            views, rule = self.views, self.rule
-            reasons = np.array([mirror_frame(rule, views[s], ln) for s, ln in
-                                zip(slots.tolist(), lens.tolist())], np.uint8)
-        else:
-            reasons = mirror_batch(self.rule, self.frames, slots, lens)
-        nbytes = int(lens.sum())
+        c, n, nbytes = self.c, len(slots), int(lens.sum())
         c[I_IN_FRAMES] += n
         c[I_IN_BYTES] += nbytes
-        if reasons.any():
-            out = np.where(reasons == FORWARD, lens, 0).astype(np.uint32)
-            count_drops(c, reasons)
-            fwd, kept = int(np.count_nonzero(out)), int(out.sum())
-            c[I_DROP_BYTES] += nbytes - kept
-            n, nbytes, lens = fwd, kept, out
+        reasons = mirror(self.rule, self.pool, slots, lens)
+        if reasons is not None:
+            lens = np.where(count_drops(c, reasons, lens), lens, 0).astype(np.uint32)
+            n, nbytes = int(np.count_nonzero(lens)), int(lens.sum())
         c[I_OUT_FRAMES] += n
         c[I_OUT_BYTES] += nbytes
         return lens

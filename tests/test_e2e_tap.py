@@ -18,8 +18,8 @@ from netns import Engine, Netns
 pytestmark = pytest.mark.privileged
 
 PEER, PEER6 = "198.18.0.5", "2001:db8::5"
-FAKE_PEER = "02:00:c6:12:00:05"       # engine.l2.fake_mac(198.18.0.5): 02:00 + address
-FAKE_PEER6 = "02:91:ad:17:4a:c4"      # engine.l2.fake_mac(2001:db8::5): 02 + sha256[:5]
+FAKE_PEER = "02:00:c6:12:00:05"       # engine.packet.fake_mac(198.18.0.5): 02:00 + address
+FAKE_PEER6 = "02:91:ad:17:4a:c4"      # engine.packet.fake_mac(2001:db8::5): 02 + sha256[:5]
 
 
 def make_tap(ns: Netns, name: str = "tap0") -> None:

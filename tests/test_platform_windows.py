@@ -13,7 +13,7 @@ import pytest
 from engine import reader as reader_mod, shm
 from engine.actor import Context
 from engine.platform import windows as pw
-from engine.rewrite import Mirror
+from engine.packet import Mirror
 from engine.config import parse_address
 from engine.tun import win32
 from engine.wake import Sleeper, Waker

@@ -8,11 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from engine import journal, pcap, reader as reader_mod, shm, topology
+import engine.packet.ip
+from engine import journal, packet, pcap, shm, topology
 from engine.actor import Context
 from engine.read_plan import BIG_BURST, BIG_FRAME, LONE_BURST
 from engine.reader import Reader
-from engine.rewrite import Mirror, mirror_frame
+from engine.packet import Mirror, mirror_frame
 from engine.stats import DROP_REASONS, F
 from engine.tun.memory import MemoryDevice
 from engine import platform
@@ -182,7 +183,8 @@ def test_rehearsal_runs_the_rule_on_a_copy_and_changes_nothing_else(tmp_path, ef
         seen.append((bytes(buf[:n]), DROP_REASONS[reason - 1] if reason else "forward"))
         return reason
 
-    monkeypatch.setattr(reader_mod, "mirror_frame", spy)
+    monkeypatch.setattr(packet, "mirror_frame", spy)            # the rehearsal
+    monkeypatch.setattr(engine.packet.ip, "mirror_frame", spy)  # a step
     r.rehearse()   # nothing seen yet: nothing to rehearse, and no error
     assert seen == []
     _own_burst(r)

@@ -16,7 +16,7 @@ import pytest
 from engine import pcap
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.rewrite import FORWARD, R, Mirror, mirror_batch, mirror_frame
+from engine.packet.ip import FORWARD, R, Mirror, mirror_batch, mirror_frame
 from netns import PY, ROOT, Netns
 from packets import ipv4, ipv6, udp
 

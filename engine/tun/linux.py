@@ -17,6 +17,7 @@ import select
 from typing import MutableSequence, Sequence
 
 from ..handles import InheritedFd
+from ..packet.headers import ETH_HLEN, VNET_HDR_LEN
 from ..platform import libc
 from . import TunError
 from . import linux_abi as abi
@@ -25,8 +26,6 @@ from .slots import ViewSlotIO
 from .uring import try_uring
 
 TUN_PATH = "/dev/net/tun"
-VNET_HDR_LEN = 10
-ETH_HLEN = 14
 
 
 class LinuxTun:

@@ -22,8 +22,9 @@ import numpy as np
 
 from .. import pcap
 from ..config import MAX_BATCH
+from ..packet.batch import u32
 from . import TunError
-from .slots import ViewSlotIO, u32
+from .slots import ViewSlotIO
 
 
 class MemoryDevice:

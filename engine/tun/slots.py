@@ -19,18 +19,11 @@ Contract:
 """
 from __future__ import annotations
 
-import array
 from typing import Protocol
 
 import numpy as np
 
 from .. import shm
-
-
-def u32(values: list) -> np.ndarray:
-    """A list of ints as a uint32 array, through array.array: faster than np.array(list)
-    for batch-sized lists."""
-    return np.frombuffer(array.array("I", values), np.uint32)
 
 
 class SlotIO(Protocol):

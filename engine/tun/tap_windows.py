@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, List, MutableSequence, Optional, Protocol, Sequence, Tuple
 
+from ..packet.headers import ETH_HLEN
 from . import TunError
 from . import win32, win_address
 from .slots import ViewSlotIO
@@ -223,7 +224,7 @@ class TapWindows:
         self.name, self.mtu, self.guid = name, mtu, guid
         self.version, self.config_mode = version, config_mode
         self.mode = "tap" if config_mode == "tap" else "tun"
-        self.l2_hdr_len = 14 if self.mode == "tap" else 0  # Ethernet header in TAP mode
+        self.l2_hdr_len = ETH_HLEN if self.mode == "tap" else 0
         self.passes_ipv6 = tuple(version[:2]) >= IPV6_TUN_MIN_VERSION
         self._rov, self._rgot, self._pending = _overlapped(k32), DWORD(), False
         self._refused = False   # the driver refuses reads: the adapter is not ready

@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
+from ..packet.batch import u32
 from ..platform import libc
-from .slots import ViewSlotIO, u32
+from .slots import ViewSlotIO
 
 log = logging.getLogger("engine")
 

@@ -56,7 +56,7 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 import machine  # noqa: E402  (tools/bench/machine.py)
-from engine.l2 import internet_checksum as checksum  # noqa: E402  (RFC 1071)
+from engine.packet.neighbours import internet_checksum as checksum  # noqa: E402  (RFC 1071)
 
 DEVICE_ADDR = "198.18.0.1/24"
 DISTINCT = 1024

@@ -11,8 +11,9 @@ What a "flow" is here (the choice DESIGN.md asks us to make and document):
   TCP packet that does arrive fragmented is hashed on addresses and may leave out of order
   with respect to its flow's unfragmented segments, which TCP tolerates.
 
-Both forms below compute the same function: the vector form for batches (numpy), the
-scalar form for a handful of frames, where numpy's per-call cost dominates.
+`worker_of` computes it for a batch: `worker_of_batch` through numpy, or for a few frames
+`worker_of_frame` in plain Python (engine/packet/batch.py); the two agree on every input
+(property-tested).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import sys
 
 import numpy as np
 
-PROTO_TCP = 6
-IPV4_FRAG_MASK = 0x3FFF  # MF flag + fragment offset (RFC 791); DF (0x4000) excluded
+from .batch import SMALL_BATCH, Pool, as_array, as_list
+from .headers import IPPROTO_TCP, IPV4_FRAG_MASK
+
 GATHER = 64  # enough for an IPv4 header with options plus the ports behind it
 _M1 = 0x9E3779B1  # odd 32-bit multiplier (golden ratio): spreads the key over the word
 _MASK32 = 0xFFFFFFFF
@@ -45,7 +47,16 @@ def _table(workers: int) -> np.ndarray:
     return ((np.arange(1 << 16, dtype=np.uint32) * workers) >> 16).astype(np.uint8)
 
 
-def flow_key_one(buf, o: int, length: int) -> int:
+def worker_of(pool: Pool, slots, lens, o: int, workers: int) -> np.ndarray:
+    """The worker index (uint8) of every frame in `slots` (IP header at offset `o`)."""
+    if workers == 1 or len(slots) > SMALL_BATCH:
+        return worker_of_batch(pool.matrix, as_array(slots), as_array(lens), o, workers)
+    views = pool.views
+    return np.array([worker_of_frame(views[s], ln, o, workers)
+                     for s, ln in zip(as_list(slots), as_list(lens))], np.uint8)
+
+
+def flow_key_frame(buf, length: int, o: int) -> int:
     """The flow key of one frame whose IP header starts at `o` (see module docstring):
     the XOR of the address words, the protocol, and for unfragmented TCP the port word."""
     n = length - o
@@ -57,7 +68,7 @@ def flow_key_one(buf, o: int, length: int) -> int:
         k = int.from_bytes(b[12:16], "little") ^ int.from_bytes(b[16:20], "little") ^ b[9]
         ihl = (b[0] & 15) << 2
         frag = ((b[6] << 8) | b[7]) & IPV4_FRAG_MASK
-        if b[9] == PROTO_TCP and not frag and 20 <= ihl and ihl + 4 <= n:
+        if b[9] == IPPROTO_TCP and not frag and 20 <= ihl and ihl + 4 <= n:
             k ^= int.from_bytes(b[ihl:ihl + 4], "little")
         return k
     if ver == 6 and n >= 40:
@@ -65,21 +76,21 @@ def flow_key_one(buf, o: int, length: int) -> int:
         k = b[6]
         for i in range(8, 40, 4):
             k ^= int.from_bytes(b[i:i + 4], "little")
-        if b[6] == PROTO_TCP and n >= 44:
+        if b[6] == IPPROTO_TCP and n >= 44:
             k ^= int.from_bytes(b[40:44], "little")
         return k
     return buf[o]
 
 
-def worker_of_one(buf, o: int, length: int, workers: int) -> int:
-    return _finish(flow_key_one(buf, o, length), workers)
+def worker_of_frame(buf, length: int, o: int, workers: int) -> int:
+    return _finish(flow_key_frame(buf, length, o), workers)
 
 
-def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int,
-              workers: int) -> np.ndarray:
-    """Worker index (uint8) for every frame in `frames[slots]` (IP header at offset `o`).
-    The reader runs this on every batch it hands on, so the common case takes about ten
-    numpy calls (each costs a microsecond or more whatever the batch size)."""
+def worker_of_batch(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int,
+                    workers: int) -> np.ndarray:
+    """`worker_of` for `frames[slots]` through numpy. The reader runs this on every batch
+    it hands on, so the common case takes about ten numpy calls (each costs a microsecond
+    or more whatever the batch size)."""
     n = len(slots)
     if workers == 1 or not n:
         return np.zeros(n, np.uint8)
@@ -92,7 +103,7 @@ def worker_of(frames: np.ndarray, slots: np.ndarray, lengths: np.ndarray, o: int
             proto = h[:, 9]
             k = w[:, 3] ^ w[:, 4]
             k ^= proto
-            tcp = proto == PROTO_TCP
+            tcp = proto == IPPROTO_TCP
             if tcp.any():
                 tcp &= (h[:, 6:8].view("<u2")[:, 0] & 0xFF3F) == 0   # not a fragment
                 k ^= w[:, 5] if tcp.all() else np.where(tcp, w[:, 5], 0)
@@ -118,8 +129,8 @@ def _keys(h: np.ndarray, w: np.ndarray, L: np.ndarray) -> np.ndarray:
     is6 = (ver == 6) & (L >= 40)
     ihl = (h[:, 0] & 15).astype(np.intp) << 2
     frag = ((h[:, 6].astype(np.int64) << 8) | h[:, 7]) & IPV4_FRAG_MASK
-    tcp4 = is4 & (h[:, 9] == PROTO_TCP) & (frag == 0) & (ihl >= 20) & (ihl + 4 <= L)
-    tcp6 = is6 & (h[:, 6] == PROTO_TCP) & (L >= 44)
+    tcp4 = is4 & (h[:, 9] == IPPROTO_TCP) & (frag == 0) & (ihl >= 20) & (ihl + 4 <= L)
+    tcp6 = is6 & (h[:, 6] == IPPROTO_TCP) & (L >= 44)
     at = np.where(tcp6, 40, np.minimum(ihl, GATHER - 4))
     rows = np.arange(n)[:, None]
     ports = h[rows, at[:, None] + np.arange(4)].view("<u4")[:, 0]

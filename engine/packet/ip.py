@@ -1,10 +1,12 @@
-"""The mirror rule, applied to a whole batch at once through numpy (VPP's vector idea).
+"""The mirror rule: validate each frame, then swap its source and destination in place.
 
-A batch is a set of pool slots (`slots`) with their frame lengths. `mirror_batch` gathers
-the first bytes of every frame into one small matrix, validates every header with array
-operations, and swaps source and destination in place in the pool for the frames that
-pass. It returns one reason code per frame: 0 = forward, otherwise 1 + an index into
-`stats.DROP_REASONS`. No Python loop runs over packets or bytes.
+`mirror` takes a batch of pool slots with their frame lengths and returns None when every
+frame is forwarded, or one reason code per frame: 0 = forward, otherwise 1 + an index
+into `stats.DROP_REASONS`. For a batch it runs `mirror_batch`, which gathers the first
+bytes of every frame into one small matrix and judges them with array operations (VPP's
+vector idea: no Python loop over packets or bytes); for a few frames, `mirror_frame`, the
+same rule in plain Python (engine/packet/batch.py). The two agree on every input
+(property-tested).
 
 Validation (DESIGN.md §2, invariants 3 and 4), in order of precedence:
   not_ip        version nibble not 4 or 6
@@ -12,14 +14,14 @@ Validation (DESIGN.md §2, invariants 3 and 4), in order of precedence:
                 an option whose length is under 2 or runs past the header (RFC 791)
                 IPv6: frame < 40, payload length + 40 != frame (jumbograms included)
                 TAP mode: a shorter IP length is accepted in a 60-byte Ethernet frame
-                (minimum-frame padding, DESIGN.md §2.3; engine/l2.py `padded`)
+                (minimum-frame padding: headers.length_fits)
   bad_checksum  IPv4 header checksum does not verify (RFC 1071)
   bad_vnet_hdr  offload mode: GSO type unknown or for the other IP version, or a
                 checksum-offload span (csum_start + csum_offset) past the packet
   not_mirrored  source is not the device's address, or destination is outside the
                 mirror prefix, or is its network, broadcast, or the device's own address,
                 or lies in a range never reflected to whatever the prefix (multicast,
-                reserved, loopback, link-local, unspecified: config.SPECIAL_NETWORKS;
+                reserved, loopback, link-local, unspecified: headers.SPECIAL_NETWORKS;
                 only a wide prefix can contain them)
 
 The swap needs no checksum work: one's-complement sums commute (RFC 1071 §2A), so the
@@ -35,30 +37,20 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SPECIAL_NETWORKS
-from .l2 import swap_macs, swap_macs_frame
-from .stats import DROP_REASONS
-
-# RFC 791 (IPv4) and RFC 8200 (IPv6) header offsets.
-IPV4_TOTAL_LENGTH = 2
-IPV4_PROTOCOL = 9
-IPV4_SRC, IPV4_DST = 12, 16
-IPV4_MIN_HEADER, IPV4_MAX_HEADER = 20, 60
-IPV6_PAYLOAD_LENGTH = 4
-IPV6_NEXT_HEADER = 6
-IPV6_SRC, IPV6_DST = 8, 24
-IPV6_HEADER = 40
-# linux/virtio_net.h: flags(u8) gso_type(u8) hdr_len gso_size csum_start csum_offset (u16 LE)
-VNET_F_NEEDS_CSUM = 1
-VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4 = 0, 1, 4, 5
-VNET_GSO_ECN = 0x80
-VNET_CSUM_START, VNET_CSUM_OFFSET = 6, 8
+from ..stats import DROP_REASONS
+from .batch import SMALL_BATCH, Pool, as_array, as_list
+from .ethernet import swap_macs, swap_macs_frame
+from .headers import (IPV4_DST, IPV4_MAX_HEADER, IPV4_MIN_HEADER, IPV4_SRC, IPV6_DST,
+                      IPV6_HEADER, IPV6_SRC, VNET_CSUM_OFFSET, VNET_CSUM_START,
+                      VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
+                      VNET_GSO_UDP_L4, SPECIAL_NETWORKS, length_fits)
 
 GATHER = IPV4_MAX_HEADER  # IP header bytes looked at per frame
-ETH_MIN_PAYLOAD = 46      # 60-byte minimum Ethernet frame - 14-byte header (IEEE 802.3)
 
 R = {name: i + 1 for i, name in enumerate(DROP_REASONS)}
 FORWARD = 0
+R_NOT_IP, R_MALFORMED, R_BAD_CHECKSUM = R["not_ip"], R["malformed"], R["bad_checksum"]
+R_BAD_VNET_HDR, R_NOT_MIRRORED = R["bad_vnet_hdr"], R["not_mirrored"]
 
 _WORD_INDEX = np.arange(GATHER // 2)
 _ONES5 = np.ones(5)
@@ -72,7 +64,7 @@ _GSO_FOR_VERSION = {4: (VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4),
 class Mirror:
     """The mirror rule for one device: its IPv4 and IPv6 addresses define the prefixes.
     Frames are `vnet_hdr_len` bytes of virtio_net_hdr, `l2_hdr_len` bytes of link header
-    (14, Ethernet, in TAP mode; engine/l2.py classifies and swaps MACs), the IP packet.
+    (14, Ethernet, in TAP mode: engine/packet/ethernet.py), the IP packet.
 
     IPv4 address constants are kept as little-endian integers of the wire bytes, both as
     ints (scalar path) and as numpy words (vector path), so either compares raw header
@@ -130,6 +122,11 @@ class Mirror:
         # (a struct.Struct does not pickle)
         return Mirror, (self.address, self.address6, self.vnet_hdr_len, self.l2_hdr_len)
 
+    @property
+    def tap(self) -> bool:
+        """Frames carry an Ethernet header (TAP mode)."""
+        return self.l2_hdr_len != 0
+
     def mirrors6(self, src: bytes, dst: bytes) -> bool:
         if self._v6 is None:
             return False
@@ -151,11 +148,26 @@ def _le32(b: bytes) -> int:
     return int.from_bytes(b, "little")
 
 
+def mirror(rule: Mirror, pool: Pool, slots, lens) -> Optional[np.ndarray]:
+    """Validate and mirror the frames in `slots` (lists or uint32 arrays) in place: None
+    when every one is forwarded, else one reason code per frame."""
+    if len(slots) == 1:   # a ping, an offload super-packet: no lists to build
+        r = mirror_frame(rule, pool.views[int(slots[0])], int(lens[0]))
+        return np.array((r,), np.uint8) if r else None
+    if len(slots) <= SMALL_BATCH:
+        views = pool.views
+        reasons = [mirror_frame(rule, views[s], ln)
+                   for s, ln in zip(as_list(slots), as_list(lens))]
+        return np.array(reasons, np.uint8) if any(reasons) else None
+    reasons = mirror_batch(rule, pool.matrix, as_array(slots), as_array(lens))
+    return reasons if reasons.any() else None
+
+
 # ---------------------------------------------------------------- vector path
 def mirror_batch(rule: Mirror, frames: np.ndarray, slots: np.ndarray,
                  lengths: np.ndarray) -> np.ndarray:
     """Validate and mirror `frames[slots]` in place; returns one reason code per frame.
-    In TAP mode (frames the reader classified as IP, engine/l2.py) the forwarded frames'
+    In TAP mode (frames the reader classified as IP, engine/packet/ethernet.py) the forwarded frames'
     MACs are swapped too: the reply goes to the host's MAC from the peer's fake MAC."""
     reasons = _mirror_ip(rule, frames, slots, lengths)
     if rule.l2_hdr_len:
@@ -254,7 +266,7 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
         ok = (ihl >= IPV4_MIN_HEADER) & (ihl <= L)
     else:
         ok = L >= IPV4_MIN_HEADER
-    ok &= _length_ok(rule, (ip[:, 2].astype(np.int64) << 8) | ip[:, 3], L, ihl)
+    ok &= length_fits((ip[:, 2].astype(np.int64) << 8) | ip[:, 3], L, ihl, rule.tap)
     if not isinstance(ihl, int):
         ok &= ~_options_bad(ip, ihl, ok)
     ok &= _checksum_ok(ip, ihl)
@@ -266,15 +278,6 @@ def _ok4(rule: Mirror, ip: np.ndarray, L: np.ndarray, ihl) -> np.ndarray:
     ok &= (dst != net) & (dst != bcast) & (dst != addr)
     for m, n in rule._v4[4]:
         ok &= (dst & np.uint32(m)) != n
-    return ok
-
-
-def _length_ok(rule: Mirror, claimed: np.ndarray, L: np.ndarray, least) -> np.ndarray:
-    """The IP length field matches the bytes present; in TAP mode it may also be shorter
-    (but at least `least`, the header) when the frame is a padded 60-byte minimum."""
-    ok = claimed == L
-    if rule.l2_hdr_len:
-        ok |= (L == ETH_MIN_PAYLOAD) & (claimed < L) & (claimed >= least)
     return ok
 
 
@@ -294,8 +297,8 @@ def _ok6(rule: Mirror, ip: np.ndarray, L: np.ndarray) -> np.ndarray:
     if rule._v6 is None:
         return np.zeros(len(ip), bool)
     addr, mask, net = (np.frombuffer(x, np.uint8) for x in rule._v6[:3])
-    ok = (L >= IPV6_HEADER) & _length_ok(
-        rule, ((ip[:, 4].astype(np.int64) << 8) | ip[:, 5]) + IPV6_HEADER, L, IPV6_HEADER)
+    payload = (ip[:, 4].astype(np.int64) << 8) | ip[:, 5]
+    ok = (L >= IPV6_HEADER) & length_fits(payload + IPV6_HEADER, L, IPV6_HEADER, rule.tap)
     src = ip[:, IPV6_SRC:IPV6_SRC + 16]
     dst = ip[:, IPV6_DST:IPV6_DST + 16]
     ok &= (src == addr).all(1)
@@ -349,21 +352,21 @@ def _vnet_ok(vh: np.ndarray, L: np.ndarray, ver) -> np.ndarray:
 def _reasons(rule, frames, slots, ip, L, ok, is4, is6, vo) -> np.ndarray:
     """Slow path, only for batches with drops: the exact reason for each frame, in the
     precedence order of the module docstring."""
-    reason = np.full(len(L), R["not_mirrored"], np.uint8)
+    reason = np.full(len(L), R_NOT_MIRRORED, np.uint8)
     reason[ok] = FORWARD
     if vo:
-        reason[~_vnet_ok(frames[slots, :vo], L + rule.l2_hdr_len, ip[:, 0] >> 4)] = R["bad_vnet_hdr"]
+        reason[~_vnet_ok(frames[slots, :vo], L + rule.l2_hdr_len, ip[:, 0] >> 4)] = R_BAD_VNET_HDR
     ihl = (ip[:, 0] & 15).astype(np.int64) << 2
-    reason[is4 & ~_checksum_ok(ip, ihl)] = R["bad_checksum"]
+    reason[is4 & ~_checksum_ok(ip, ihl)] = R_BAD_CHECKSUM
     total = (ip[:, 2].astype(np.int64) << 8) | ip[:, 3]
     bad4 = ((L < IPV4_MIN_HEADER) | (ihl < IPV4_MIN_HEADER) | (ihl > L)
-            | ~_length_ok(rule, total, L, ihl))
+            | ~length_fits(total, L, ihl, rule.tap))
     bad4 |= _options_bad(ip, ihl, is4 & ~bad4)
     payload6 = (ip[:, 4].astype(np.int64) << 8) | ip[:, 5]
-    bad6 = (L < IPV6_HEADER) | ~_length_ok(rule, payload6 + IPV6_HEADER, L, IPV6_HEADER)
-    reason[(is4 & bad4) | (is6 & bad6)] = R["malformed"]
-    reason[~(is4 | is6)] = R["not_ip"]
-    reason[L < 1] = R["malformed"]   # nothing after the vnet header: judge no stale bytes
+    bad6 = (L < IPV6_HEADER) | ~length_fits(payload6 + IPV6_HEADER, L, IPV6_HEADER, rule.tap)
+    reason[(is4 & bad4) | (is6 & bad6)] = R_MALFORMED
+    reason[~(is4 | is6)] = R_NOT_IP
+    reason[L < 1] = R_MALFORMED   # nothing after the vnet header: judge no stale bytes
     return reason
 
 
@@ -382,68 +385,82 @@ _VNET = struct.Struct("<BB4xHH")        # flags, gso_type, csum_start, csum_offs
 
 
 def mirror_frame(rule: Mirror, buf, length: int) -> int:
-    """The same rule for one frame in `buf` (a writable buffer), in plain Python: cheaper
-    than the vector path for batches of a few frames, where numpy's per-call cost
-    dominates (a ping, a few offload super-packets). Must agree with `mirror_batch` on
-    every input (property-tested). Kept flat, one function: it is the inline step's hot
-    path, run cold right after the kernel copied the frame in, and every line costs. The
-    common frame (IPv4 without options) takes one struct call in and one out."""
+    """The rule for one frame in `buf` (a writable buffer), in plain Python; its reason
+    code. The common frame (IPv4 without options) takes one struct call in and one out,
+    and no other function but the swap: it is the reader's hot path, run cold right after
+    the kernel copied the frame in."""
     vo = rule.vnet_hdr_len
     o = vo + rule.l2_hdr_len
     n = length - o
+    if n < IPV4_MIN_HEADER or buf[o] != 0x45:
+        return _mirror_other(rule, buf, length, o, n)
+    if vo:
+        flags, gso, start, off, w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
+    else:
+        w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
+    total = (w0 >> 24) | (w0 >> 8 & 0xFF00)   # big-endian bytes 2-3 of a LE word
+    if total != n and not length_fits(total, n, IPV4_MIN_HEADER, o != vo):
+        return R_MALFORMED
+    # RFC 1071 over 32-bit words (2**16 == 1 mod 0xFFFF, as in _forward_all4): the sum
+    # is > 0 (the first byte is 0x45), so it verifies exactly when it is a multiple of
+    # 0xFFFF
+    if (w0 + w1 + w2 + src + dst) % 0xFFFF:
+        return R_BAD_CHECKSUM
+    if vo and _vnet_bad(flags, gso, start, off, 4, length - vo):
+        return R_BAD_VNET_HDR
+    return _mirror4(rule, buf, o, vo, src, dst)
+
+
+def _mirror_other(rule: Mirror, buf, length: int, o: int, n: int) -> int:
+    """mirror_frame for everything but IPv4 without options: IPv4 with options, IPv6,
+    and what is not IP at all."""
     if n < 1:
-        return R["malformed"]
-    if buf[o] == 0x45 and n >= IPV4_MIN_HEADER:
-        if vo:
-            flags, gso, start, off, w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
-        else:
-            w0, w1, w2, src, dst = rule._hdr4.unpack_from(buf)
-        total = (w0 >> 24) | (w0 >> 8 & 0xFF00)   # big-endian bytes 2-3 of a LE word
-        if total != n and not _length_ok_one(rule, total, n, IPV4_MIN_HEADER):
-            return R["malformed"]
-        # RFC 1071 over 32-bit words (2**16 == 1 mod 0xFFFF, as in _forward_all4): the
-        # sum is > 0 (the first byte is 0x45), so it verifies exactly when it is a
-        # multiple of 0xFFFF
-        if (w0 + w1 + w2 + src + dst) % 0xFFFF:
-            return R["bad_checksum"]
-        ver = 4
-    else:
-        ver = buf[o] >> 4
-        if ver == 4:
-            if n < IPV4_MIN_HEADER:
-                return R["malformed"]
-            first, total = _HDR4.unpack_from(buf, o)
-            ihl = (first & 15) << 2
-            if ihl < IPV4_MIN_HEADER or ihl > n or (total != n and not _length_ok_one(
-                    rule, total, n, ihl)) or (ihl > IPV4_MIN_HEADER and not _options_ok(
-                    bytes(buf[o + IPV4_MIN_HEADER:o + ihl]))):
-                return R["malformed"]
-            if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:   # as above
-                return R["bad_checksum"]
-            src, dst = _ADDR4.unpack_from(buf, o + IPV4_SRC)
-        elif ver == 6:
-            if n < IPV6_HEADER or not _length_ok_one(rule, _PAYLOAD6.unpack_from(buf, o)[0]
-                                                      + IPV6_HEADER, n, IPV6_HEADER):
-                return R["malformed"]
-        else:
-            return R["not_ip"]
-        if vo:
-            flags, gso, start, off = _VNET.unpack_from(buf, 0)
-    if vo and ((gso & 0x7F) not in _GSO_FOR_VERSION[ver] or (
-            flags & VNET_F_NEEDS_CSUM and start + off + 2 > length - vo)):
-        return R["bad_vnet_hdr"]
+        return R_MALFORMED
+    ver, tap = buf[o] >> 4, rule.tap
     if ver == 4:
-        v4 = rule._v4i
-        if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3] or (
-                v4[4] and any(dst & m == n for m, n in v4[4])):
-            return R["not_mirrored"]
-        _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
+        if n < IPV4_MIN_HEADER:
+            return R_MALFORMED
+        first, total = _HDR4.unpack_from(buf, o)
+        ihl = (first & 15) << 2
+        if ihl < IPV4_MIN_HEADER or ihl > n or not length_fits(total, n, ihl, tap) or (
+                ihl > IPV4_MIN_HEADER
+                and not _options_ok(bytes(buf[o + IPV4_MIN_HEADER:o + ihl]))):
+            return R_MALFORMED
+        if sum(_SUM[ihl >> 1].unpack_from(buf, o)) % 0xFFFF:   # as in mirror_frame
+            return R_BAD_CHECKSUM
+    elif ver == 6:
+        if n < IPV6_HEADER or not length_fits(_PAYLOAD6.unpack_from(buf, o)[0] + IPV6_HEADER,
+                                              n, IPV6_HEADER, tap):
+            return R_MALFORMED
     else:
-        src6 = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
-        dst6 = bytes(buf[o + IPV6_DST:o + IPV6_DST + 16])
-        if not rule.mirrors6(src6, dst6):
-            return R["not_mirrored"]
-        buf[o + IPV6_SRC:o + IPV6_DST + 16] = dst6 + src6
+        return R_NOT_IP
+    vo = rule.vnet_hdr_len
+    if vo and _vnet_bad(*_VNET.unpack_from(buf, 0), ver, length - vo):
+        return R_BAD_VNET_HDR
+    if ver == 4:
+        return _mirror4(rule, buf, o, vo, *_ADDR4.unpack_from(buf, o + IPV4_SRC))
+    src6, dst6 = bytes(buf[o + IPV6_SRC:o + IPV6_DST]), bytes(buf[o + IPV6_DST:o + IPV6_HEADER])
+    if not rule.mirrors6(src6, dst6):
+        return R_NOT_MIRRORED
+    buf[o + IPV6_SRC:o + IPV6_HEADER] = dst6 + src6
+    if o != vo:
+        swap_macs_frame(buf, vo)
+    return FORWARD
+
+
+def _vnet_bad(flags: int, gso: int, start: int, off: int, ver: int, size: int) -> bool:
+    """`_vnet_ok`'s verdict for one frame of `size` bytes after the vnet header."""
+    return (gso & 0x7F) not in _GSO_FOR_VERSION[ver] or bool(
+        flags & VNET_F_NEEDS_CSUM and start + off + 2 > size)
+
+
+def _mirror4(rule: Mirror, buf, o: int, vo: int, src: int, dst: int) -> int:
+    """The IPv4 address rule for a frame that passed every check, and its swap."""
+    v4 = rule._v4i
+    if v4 is None or src != v4[0] or dst & v4[1] != v4[2] or dst in v4[3] or (
+            v4[4] and any(dst & m == n for m, n in v4[4])):
+        return R_NOT_MIRRORED
+    _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
     if o != vo:
         swap_macs_frame(buf, vo)
     return FORWARD
@@ -451,17 +468,13 @@ def mirror_frame(rule: Mirror, buf, length: int) -> int:
 
 def reflect(buf, o: int) -> None:
     """Swap source and destination of the IPv4 or IPv6 header at buf[o:] in place, with no
-    check at all: for a private copy of a header the rule has already seen (the lone
-    reader's rehearsal, engine/reader.py). Anything else is left as it is."""
+    check at all: for a private copy of a header the rule has already seen (the reader's
+    rehearsal, engine/reader.py). Anything else is left as it is."""
     ver = buf[o] >> 4
     if ver == 4:
         src, dst = _ADDR4.unpack_from(buf, o + IPV4_SRC)
         _ADDR4.pack_into(buf, o + IPV4_SRC, dst, src)
     elif ver == 6:
         src6 = bytes(buf[o + IPV6_SRC:o + IPV6_DST])
-        buf[o + IPV6_SRC:o + IPV6_DST] = buf[o + IPV6_DST:o + IPV6_DST + 16]
-        buf[o + IPV6_DST:o + IPV6_DST + 16] = src6
-
-
-def _length_ok_one(rule: Mirror, claimed: int, n: int, least: int) -> bool:
-    return claimed == n or (rule.l2_hdr_len != 0 and n == ETH_MIN_PAYLOAD and least <= claimed < n)
+        buf[o + IPV6_SRC:o + IPV6_DST] = buf[o + IPV6_DST:o + IPV6_HEADER]
+        buf[o + IPV6_DST:o + IPV6_HEADER] = src6

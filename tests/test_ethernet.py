@@ -1,4 +1,4 @@
-"""TAP mode's Ethernet layer (engine/l2.py) over crafted frames: classification, MAC swap,
+"""TAP mode's Ethernet layer (engine/packet/ethernet.py, neighbours.py) over crafted frames: classification, MAC swap,
 ARP replies, neighbour advertisements, fake MACs; table-driven, then property-tested.
 The mode probe (engine/tun/mode.py) over a fake sysfs tree."""
 import hashlib
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine import l2
-from engine.l2 import (KIND_DROP, KIND_NAMES, R, arp_reply, classify_batch, classify_frame,
-                       fake_mac, neighbour_advert, swap_macs, swap_macs_frame)
+from engine.packet import headers, neighbours
+from engine.packet.ethernet import (KIND_DROP, KIND_NAMES, R, classify_batch, classify_frame,
+                                    fake_mac, swap_macs, swap_macs_frame)
+from engine.packet.neighbours import arp_reply, neighbour_advert
 from engine.stats import DROP_REASONS
 from engine.tun import mode
 from packets import checksum, ipv4, ipv6, tcp, udp
@@ -181,13 +182,10 @@ def test_a_single_ns_in_an_ipv6_batch_is_not_lost_by_the_fast_path():
 
 
 def test_reason_codes_follow_stats():
-    """Existing reasons keep the stats codes; the new ones follow them (until stats.py
-    lists them, then they coincide)."""
-    assert l2.REASONS[:len(DROP_REASONS)] == DROP_REASONS
-    assert {"vlan", "unknown_ethertype"} <= set(l2.REASONS)
-    assert len(set(l2.REASONS)) == len(l2.REASONS)
-    from engine.rewrite import R as R3
-    assert all(R[k] == v for k, v in R3.items())
+    """The Ethernet layer and the IP rule use the stats codes: 1 + the index."""
+    assert {"vlan", "unknown_ethertype"} <= set(DROP_REASONS)
+    from engine.packet.ip import R as R3
+    assert R == R3 == {name: i + 1 for i, name in enumerate(DROP_REASONS)}
 
 
 PADDING = [
@@ -199,7 +197,10 @@ PADDING = [
 
 @pytest.mark.parametrize("have,claims,ok", PADDING)
 def test_minimum_frame_padding_rule(have, claims, ok):
-    assert l2.padded(have, claims) is ok
+    """One rule for ints and arrays; TUN frames are never padded."""
+    assert bool(headers.length_fits(claims, have, 20, tap=True)) is ok
+    assert headers.length_fits(np.array([claims]), np.array([have]), 20, True).tolist() == [ok]
+    assert bool(headers.length_fits(claims, have, 20, tap=False)) is (claims == have)
 
 
 # ---- MAC swap ---------------------------------------------------------------------
@@ -402,10 +403,10 @@ def test_fake_macs_are_unicast_locally_administered_and_distinct():
 # ---- checksum ---------------------------------------------------------------------
 @given(st.binary(max_size=200))
 def test_internet_checksum_agrees_with_reference(data):
-    assert l2.internet_checksum(data) == checksum(data)
+    assert neighbours.internet_checksum(data) == checksum(data)
     # a message carrying its own checksum verifies to 0
-    c = l2.internet_checksum(data + b"\0" * (len(data) % 2) + b"\0\0")
-    assert l2.internet_checksum(data + b"\0" * (len(data) % 2) + struct.pack("!H", c)) == 0
+    c = neighbours.internet_checksum(data + b"\0" * (len(data) % 2) + b"\0\0")
+    assert neighbours.internet_checksum(data + b"\0" * (len(data) % 2) + struct.pack("!H", c)) == 0
 
 
 # ---- properties -------------------------------------------------------------------
@@ -501,17 +502,15 @@ def test_mode_from_flags():
     assert mode.mode_from_flags(0) is None
 
 
-# ---- the L3 rule in TAP mode (active once engine/rewrite.py has Mirror.l2_hdr_len) -----
+# ---- the L3 rule in TAP mode -------------------------------------------------------
 def tap_rule(vnet: int = 0):
-    from engine.rewrite import Mirror
-    if "l2_hdr_len" not in Mirror.__dataclass_fields__:
-        pytest.skip("engine/rewrite.py is not integrated with TAP mode yet (Mirror.l2_hdr_len)")
-    return Mirror(RULE4, RULE6, vnet_hdr_len=vnet, l2_hdr_len=l2.ETH_HLEN)
+    from engine.packet.ip import Mirror
+    return Mirror(RULE4, RULE6, vnet_hdr_len=vnet, l2_hdr_len=headers.ETH_HLEN)
 
 
 def mirror_both(rule, frame):
     """(vector reason, vector output), (scalar reason, scalar output) for one frame."""
-    from engine.rewrite import mirror_batch, mirror_frame
+    from engine.packet.ip import mirror_batch, mirror_frame
     o = rule.vnet_hdr_len
     pool, slots, lens = pool_with([frame], o)
     (r,) = mirror_batch(rule, pool, slots, lens).tolist()
@@ -566,7 +565,7 @@ def test_tap_mirror_vnet_checksum_span_counts_the_ethernet_header():
     frame = eth(ipv4(A, PEER, tcp(1, 2), proto=6), 0x0800)     # 14 + 20 + 20 = 54 bytes
     hdr = vnet_hdr(flags=1, csum_start=14 + 20, csum_offset=16)
     pool, slots, lens = pool_with([hdr + frame])
-    from engine.rewrite import mirror_batch
+    from engine.packet.ip import mirror_batch
     assert mirror_batch(rule, pool, slots, lens).tolist() == [0]
 
 
@@ -574,7 +573,7 @@ def test_tap_mirror_vnet_checksum_span_counts_the_ethernet_header():
 @given(st.lists(st.one_of(mutated(IP4), mutated(IP6), mutated(SMALL4 + bytes(17)),
                           st.binary(max_size=80)), min_size=1, max_size=12))
 def test_tap_mirror_vector_and_scalar_agree(frames):
-    from engine.rewrite import mirror_batch, mirror_frame
+    from engine.packet.ip import mirror_batch, mirror_frame
     rule = tap_rule()
     pool, slots, lens = pool_with(frames)
     got = mirror_batch(rule, pool, slots, lens).tolist()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.rewrite import FORWARD, R, Mirror, mirror_batch, mirror_frame, reflect
+from engine.packet.ip import FORWARD, R, Mirror, mirror_batch, mirror_frame, reflect
 from packets import ipv4, ipv6, swapped4, swapped6, tcp, udp, vnet
 
 RULE = Mirror(ipaddress.ip_interface("198.18.0.1/24"), ipaddress.ip_interface("2001:db8::1/64"))
@@ -229,7 +229,7 @@ def test_reflect_swaps_the_addresses_of_either_version_and_leaves_anything_else(
     assert junk == bytearray(b"\x50" + bytes(59))
 
 
-# ---- the all-forward IPv4 batch (rewrite._forward_all4) ---------------------------
+# ---- the all-forward IPv4 batch (ip._forward_all4) ---------------------------
 def good4(i: int, payload: int = 5) -> bytes:
     return ipv4(A, f"198.18.0.{2 + i % 250}", udp(1000 + i, 2000, b"p" * payload))
 

@@ -1,10 +1,11 @@
-"""Flow hash: vector and scalar agree; a flow never changes worker; fragments stay together."""
+"""Flow hash (engine/packet/flow.py): vector and scalar agree; a flow never changes worker; fragments stay together."""
 import ipaddress
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from engine.shard import worker_of, worker_of_one
+from engine.packet import Pool, worker_of
+from engine.packet.flow import worker_of_batch, worker_of_frame
 from packets import ipv4, ipv6, tcp, udp, vnet
 
 
@@ -19,9 +20,11 @@ def place(frames, o=0):
 
 def both(frames, workers, o=0):
     pool, slots, lens = place(frames, o)
-    vec = worker_of(pool, slots, lens, o, workers).tolist()
-    sca = [worker_of_one(memoryview(pool[i]), o, int(lens[i]), workers) for i in range(len(frames))]
+    vec = worker_of_batch(pool, slots, lens, o, workers).tolist()
+    sca = [worker_of_frame(memoryview(pool[i]), int(lens[i]), o, workers) for i in range(len(frames))]
     assert vec == sca
+    views = [memoryview(row) for row in pool]
+    assert worker_of(Pool(pool, views), slots, lens, o, workers).tolist() == vec
     return vec
 
 
